@@ -1,0 +1,5 @@
+"""Entry point for ``python -m trainmon_tui``."""
+
+from trainmon_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure analysis over model values and state snapshots: ETA, smoothing, health verdicts."""

@@ -1,0 +1,1 @@
+"""Training-log reading: line cleaning, per-framework families, events, format detection."""

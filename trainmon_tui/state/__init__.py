@@ -1,0 +1,1 @@
+"""Bounded, multi-resolution history of GPUs, processes and run metrics, with frozen snapshots."""

@@ -1,0 +1,1 @@
+"""The Textual dashboard. Never imports asyncssh."""
