@@ -1,0 +1,286 @@
+"""Turn `nvidia-smi dmon` output, one line at a time, into GpuSample values.
+
+dmon prints a `# gpu ...` header naming its columns, a `# Idx ...` units line, then one row per GPU per
+interval. Which columns appear depends on the driver and on the `-s` groups and `-o D/T` options, so nothing
+here assumes a layout: the latest header decides which token goes where. A line that does not fit the current
+header (blank, foreign program output, a truncated row) yields None and never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from trainmon_tui.model import GpuSample
+
+#: The dmon invocation the collector runs: power/temperature, utilisation, clocks and framebuffer memory,
+#: with the date and time printed on every row.
+DMON_ARGV: tuple[str, ...] = ("nvidia-smi", "dmon", "-s", "pucm", "-o", "DT")
+
+# GpuSample field for each dmon column that has a dedicated field; every other numeric column goes to `extra`.
+# Pre-2019 drivers print a single `temp` column, which is the GPU (not memory) temperature.
+_FIELD_BY_COLUMN: Mapping[str, str] = MappingProxyType(
+    {
+        "sm": "sm_pct",
+        "mem": "mem_util_pct",
+        "fb": "fb_used_mib",
+        "pwr": "power_w",
+        "gtemp": "gpu_temp_c",
+        "temp": "gpu_temp_c",
+        "mtemp": "mem_temp_c",
+        "pclk": "sm_clock_mhz",
+        "mclk": "mem_clock_mhz",
+    }
+)
+_SAMPLE_FIELDS: tuple[str, ...] = (
+    "sm_pct",
+    "mem_util_pct",
+    "fb_used_mib",
+    "power_w",
+    "gpu_temp_c",
+    "mem_temp_c",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+)
+_GPU_COLUMN = "gpu"
+_DATE_COLUMN = "date"
+_TIME_COLUMN = "time"
+_UNITS_MARKER = "idx"
+# `nvidia-smi pmon` headers also start with `# gpu`, but its rows are processes, not GPUs.
+_PMON_MARKER = "pid"
+_UNKNOWN_VALUES = frozenset({"-", "N/A"})
+_EMPTY_EXTRA: Mapping[str, float | None] = MappingProxyType({})
+
+_TOKEN = re.compile(r"\S+")
+_PCI_BUS_ID = re.compile(r"(?:([0-9A-Fa-f]{1,8}):)?([0-9A-Fa-f]{1,2}):([0-9A-Fa-f]{1,2})\.([0-7])")
+
+
+def normalise_pci_bus_id(text: str) -> str | None:
+    """Spell a PCI bus id the way `nvidia-smi --query-gpu=pci.bus_id` does (`00000000:C1:00.0`).
+
+    dmesg and some tools print a 4-digit domain or none at all; None when `text` is not a bus id.
+    """
+    match = _PCI_BUS_ID.fullmatch(text.strip())
+    if match is None:
+        return None
+    domain, bus, device, function = match.groups()
+    return f"{int(domain or '0', 16):08X}:{int(bus, 16):02X}:{int(device, 16):02X}.{function}"
+
+
+def _number(token: str) -> float | None:
+    """A dmon cell as a number; `-` is unknown. Raises ValueError for text that is not a dmon value."""
+    if token in _UNKNOWN_VALUES:
+        return None
+    value = float(token)
+    # float() also accepts "nan", "inf" and "1_000", none of which dmon prints: such a line is foreign.
+    if not math.isfinite(value) or "_" in token:
+        raise ValueError(token)
+    return value
+
+
+def _is_date(token: str) -> bool:
+    return len(token) == 8 and token.isascii() and token.isdigit()
+
+
+def _is_time(token: str) -> bool:
+    digits = token.replace(":", "")
+    return len(token) == 8 and token[2] == ":" and token[5] == ":" and digits.isascii() and digits.isdigit()
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """One dmon header compiled into token positions, so each row costs a split and a few lookups."""
+
+    names: tuple[str, ...]
+    gpu_at: int
+    date_at: int | None
+    time_at: int | None
+    # Token position of each GpuSample field in _SAMPLE_FIELDS order; None when the header lacks it.
+    field_at: tuple[int | None, ...]
+    extra_at: tuple[tuple[str, int], ...]
+    # Column right edges (character offsets), for rows whose values touch and so do not split on spaces.
+    right_edges: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_header(cls, names: tuple[str, ...], right_edges: tuple[int, ...]) -> _Layout | None:
+        # dmon headers always open with the GPU column, after the date/time columns of `-o D/T`; a comment
+        # that merely mentions "gpu" must not replace the header in force.
+        leading = 0
+        while leading < len(names) and names[leading] in (_DATE_COLUMN, _TIME_COLUMN):
+            leading += 1
+        if leading == len(names) or names[leading] != _GPU_COLUMN or names.count(_GPU_COLUMN) != 1:
+            return None
+        field_at: dict[str, int] = {}
+        extra_at: list[tuple[str, int]] = []
+        for at, name in enumerate(names):
+            field = _FIELD_BY_COLUMN.get(name)
+            if field is not None:
+                field_at[field] = at
+            elif name not in (_GPU_COLUMN, _DATE_COLUMN, _TIME_COLUMN):
+                extra_at.append((name, at))
+        return cls(
+            names=names,
+            gpu_at=names.index(_GPU_COLUMN),
+            date_at=names.index(_DATE_COLUMN) if _DATE_COLUMN in names else None,
+            time_at=names.index(_TIME_COLUMN) if _TIME_COLUMN in names else None,
+            field_at=tuple(field_at.get(field) for field in _SAMPLE_FIELDS),
+            extra_at=tuple(extra_at),
+            right_edges=right_edges,
+        )
+
+    def widened(self, unit_edges: tuple[int, ...]) -> _Layout:
+        """Take the units line into account: left-aligned columns (`#Date` over `20240104`) end under it."""
+        edges = tuple(max(mine, theirs) for mine, theirs in zip(self.right_edges, unit_edges, strict=True))
+        return replace(self, right_edges=edges)
+
+    def cut_touching(self, line: str) -> list[str] | None:
+        """Cut a row at the header's column edges; None unless every value ends exactly at its edge.
+
+        dmon right-aligns fixed-width columns, so a value as wide as its column touches its left neighbour
+        (`0111651`). Requiring each value to end at its edge rejects rows that were shifted by a wider value,
+        so a misaligned row is dropped rather than misread.
+        """
+        if len(line.rstrip()) != self.right_edges[-1]:
+            return None
+        tokens: list[str] = []
+        start = 0
+        for end in self.right_edges:
+            cell = line[start:end]
+            value = cell.strip()
+            if not value or cell[-1].isspace() or len(value.split()) != 1:
+                return None
+            tokens.append(value)
+            start = end
+        return tokens
+
+
+def _header_tokens(line: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Names (lower-cased, `#` removed, also when glued as in `#Date`) and where each one ends."""
+    names: list[str] = []
+    edges: list[int] = []
+    for match in _TOKEN.finditer(line):
+        name = match.group().lstrip("#")
+        if name:
+            names.append(name.lower())
+            edges.append(match.end())
+    return tuple(names), tuple(edges)
+
+
+class DmonParser:
+    """Streaming `nvidia-smi dmon` reader: feed it lines, get a GpuSample for each GPU row.
+
+    It remembers the latest header, so it follows repeated headers and a change of layout mid-stream.
+    dmon normally prints the GPU index in the `gpu` column; where it prints a PCI bus id instead, the id is
+    looked up in `gpu_index_by_bus_id` when given (ids not in it are dropped), else GPUs are numbered in
+    the order their ids first appear, which is index order when dmon watches every GPU.
+    """
+
+    __slots__ = ("_bus_order", "_gpu_index_by_bus_id", "_layout")
+
+    def __init__(self, gpu_index_by_bus_id: Mapping[str, int] | None = None) -> None:
+        self._layout: _Layout | None = None
+        self._gpu_index_by_bus_id: dict[str, int] | None = None
+        if gpu_index_by_bus_id is not None:
+            self._gpu_index_by_bus_id = {}
+            for bus_id, index in gpu_index_by_bus_id.items():
+                normalised = normalise_pci_bus_id(bus_id)
+                if normalised is not None:
+                    self._gpu_index_by_bus_id[normalised] = index
+        self._bus_order: dict[str, int] = {}
+
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The column names of the header in force (lower-case, as printed), or None before any header."""
+        return None if self._layout is None else self._layout.names
+
+    def feed(self, line: str) -> GpuSample | None:
+        """Read one line of dmon output; a GpuSample for a GPU row, None for anything else."""
+        stripped = line.lstrip()
+        if not stripped:
+            return None
+        if stripped[0] == "#":
+            self._read_comment(line)
+            return None
+        layout = self._layout
+        if layout is None:
+            return None
+        tokens = line.split()
+        if len(tokens) != layout.width:
+            if len(tokens) > layout.width:
+                return None
+            touching = layout.cut_touching(line.rstrip("\r\n"))
+            if touching is None:
+                return None
+            tokens = touching
+        try:
+            return self._sample(layout, tokens)
+        except ValueError:
+            return None
+
+    def _read_comment(self, line: str) -> None:
+        names, edges = _header_tokens(line)
+        header = _Layout.from_header(names, edges)
+        if header is not None:
+            # A pmon header ends the dmon table: its rows must not be read under the previous dmon header.
+            self._layout = None if _PMON_MARKER in names else header
+        elif _UNITS_MARKER in names and self._layout is not None and len(names) == self._layout.width:
+            self._layout = self._layout.widened(edges)
+
+    def _gpu_index(self, token: str) -> int | None:
+        if token.isascii() and token.isdigit():
+            return int(token)
+        bus_id = normalise_pci_bus_id(token)
+        if bus_id is None:
+            return None
+        if self._gpu_index_by_bus_id is not None:
+            return self._gpu_index_by_bus_id.get(bus_id)
+        return self._bus_order.setdefault(bus_id, len(self._bus_order))
+
+    def _sample(self, layout: _Layout, tokens: list[str]) -> GpuSample | None:
+        gpu = self._gpu_index(tokens[layout.gpu_at])
+        if gpu is None:
+            return None
+        printed: list[str] = []
+        if layout.date_at is not None:
+            if not _is_date(tokens[layout.date_at]):
+                return None
+            printed.append(tokens[layout.date_at])
+        if layout.time_at is not None:
+            if not _is_time(tokens[layout.time_at]):
+                return None
+            printed.append(tokens[layout.time_at])
+        sm, mem, fb, pwr, gtemp, mtemp, pclk, mclk = (
+            None if at is None else _number(tokens[at]) for at in layout.field_at
+        )
+        extra = {name: _number(tokens[at]) for name, at in layout.extra_at}
+        return GpuSample(
+            gpu=gpu,
+            sm_pct=sm,
+            mem_util_pct=mem,
+            fb_used_mib=fb,
+            power_w=pwr,
+            gpu_temp_c=gtemp,
+            mem_temp_c=mtemp,
+            sm_clock_mhz=pclk,
+            mem_clock_mhz=mclk,
+            printed_time=" ".join(printed) if printed else None,
+            extra=MappingProxyType(extra) if extra else _EMPTY_EXTRA,
+        )
+
+
+def parse_dmon(text: str) -> list[GpuSample]:
+    """Every GPU row of a whole dmon capture, in order."""
+    parser = DmonParser()
+    samples: list[GpuSample] = []
+    for line in text.splitlines():
+        sample = parser.feed(line)
+        if sample is not None:
+            samples.append(sample)
+    return samples
