@@ -1,0 +1,112 @@
+"""Read Megatron-LM and Megatron-DeepSpeed log lines: iteration reports, validation losses, checkpoint saves.
+
+Shapes handled (after the engine's cleaning; a ``[YYYY-MM-DD HH:MM:SS]`` stamp the engine left in place is
+read here)::
+
+     [2025-04-13 23:41:20] iteration       20/    1000 | consumed samples:   320 | ... | lm loss: 1.07E+01 |
+     validation loss at iteration 50 | lm loss value: 8.889540E+00 | lm loss PPL: 7.255679E+03 |
+     validation loss at iteration 50 on validation set | lm loss value: ... |
+     saving checkpoint at iteration     100 to /ckpt in torch_dist format
+      successfully saved checkpoint from iteration     100 to /ckpt [ t 1/1, p 1/1 ]
+
+Every ``key: value`` field of an iteration report becomes a metric (``lm loss`` -> ``loss``,
+``learning rate`` -> ``lr``, ``grad norm`` -> ``grad_norm``); validation fields are prefixed
+``val_``/``test_`` so ``lm loss value`` becomes ``val_loss``. A ``grad norm: nan`` stays NaN: that is the
+fault a monitor must show.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from typing import ClassVar
+
+from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
+
+_STAMP = r"(?:\[(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)\]\s*)?"
+_ITERATION_RE = re.compile(r"\s*" + _STAMP + r"iteration\s+(\d{1,18})\s*/\s*(\d{1,18})\s*\|(.*)")
+_VALIDATION_RE = re.compile(
+    r"\s*" + _STAMP + r"validation loss at "
+    r"(?:iteration\s+(\d{1,18})(?: on (\w+) set)?|the end of training for (\w+) data)\s*\|(.*)"
+)
+_CHECKPOINT_RE = re.compile(
+    r"\s*" + _STAMP + r"(?:saving checkpoint at|successfully saved checkpoint from) iteration\s+(\d{1,18})\b"
+)
+
+# Megatron names the split it evaluated ("validation set", "val data", "test data"); only the validation split
+# maps onto the canonical val_* metrics.
+_SPLIT_PREFIX = {"validation": "val_", "valid": "val_", "val": "val_", "test": "test_"}
+
+
+def _stamp_seconds(groups: tuple[str | None, ...]) -> float | None:
+    """UTC seconds of the six stamp groups (year..second), or None when absent or not a real date."""
+    if groups[0] is None:
+        return None
+    try:
+        fields = tuple(int(g or 0) for g in groups)
+        return float(calendar.timegm((*fields, 0, 0, 0)))
+    except ValueError:
+        return None
+
+
+def _number(text: str) -> float | None:
+    # float() already accepts padding, E-notation and nan; parse_number covers the rest (1,234 or 12%).
+    try:
+        return float(text)
+    except ValueError:
+        return parse_number(text)
+
+
+def _read_fields(body: str, metrics: dict[str, float], prefix: str = "") -> None:
+    """Add every ``key: number`` field of a ``|``-separated Megatron report to ``metrics``."""
+    for field in body.split("|"):
+        key, sep, value = field.partition(":")
+        if not sep:
+            continue
+        number = _number(value)
+        if number is None:
+            continue
+        if prefix:
+            key = key.strip()
+            # "lm loss value" is the loss itself; "lm loss PPL" keeps its own name under the prefix.
+            key = prefix + key.removesuffix(" value")
+        metrics[canonical_metric_name(key)] = number
+
+
+class MegatronFamily:
+    """Megatron-LM / Megatron-DeepSpeed ``iteration N/ TOTAL | key: value | ...`` reports and siblings."""
+
+    name: ClassVar[str] = "megatron"
+    gate: ClassVar[tuple[str, ...]] = ("iteration",)
+
+    def parse(self, text: str) -> Hit | None:
+        match = _ITERATION_RE.match(text)
+        if match is not None:
+            metrics: dict[str, float] = {}
+            _read_fields(match[9], metrics)
+            return Hit(
+                step=int(match[7]),
+                total_steps=int(match[8]),
+                metrics=metrics,
+                timestamp=_stamp_seconds(match.groups()[:6]),
+            )
+        match = _VALIDATION_RE.match(text)
+        if match is not None:
+            split = match[8] or match[9] or "validation"
+            metrics = {}
+            _read_fields(match[10], metrics, _SPLIT_PREFIX.get(split, split + "_"))
+            if not metrics:
+                return None
+            step = match[7]
+            return Hit(
+                step=None if step is None else int(step),
+                metrics=metrics,
+                timestamp=_stamp_seconds(match.groups()[:6]),
+            )
+        match = _CHECKPOINT_RE.match(text)
+        if match is not None:
+            return Hit(step=int(match[7]), timestamp=_stamp_seconds(match.groups()[:6]))
+        return None
+
+
+FAMILIES: tuple[type[LineFamily], ...] = (MegatronFamily,)
