@@ -1,0 +1,80 @@
+"""Read Hugging Face Trainer log dicts (also TRL and Accelerate runs), with the tqdm bar glued to them.
+
+Shapes handled (one cleaned line each; the engine joins a dict hard-wrapped at 80 columns)::
+
+    {'loss': 0.2051, 'grad_norm': nan, 'learning_rate': 9.774074342405685e-06, 'epoch': 0.53}
+    {'eval_loss': 2.22, 'eval_runtime': 274.3799, 'eval_samples_per_second': 7.289, 'epoch': 0.01}
+    {'loss': 0.0, 'rewards/chosen': nan, 'logps/rejected': nan, 'epoch': 0.01}      (TRL: keys with '/')
+      0%|          | 560/240003 [02:25<16:26:52,  4.04it/s]{'loss': 0.4117, 'epoch': 0.01}   (after a bar)
+    {'train_runtime': 20909.335, 'train_samples_per_second': 15.304, 'train_loss': 0.0892, 'epoch': 1.0}
+
+The dict's ``epoch`` is the fractional epoch; a bar on the same line gives step and total steps. The closing
+``train_runtime`` summary keeps ``train_loss`` under its own name: it is the mean over the whole run, not the
+loss at the last step. Values that are not numbers (``None``, lists, tensors) are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from trainmon_tui.parsers.trainlog.base import Hit, parse_number
+from trainmon_tui.parsers.trainlog.fam_tqdm import METRIC_NAMES, last_bar, metric_name, own_name, to_int
+
+_STEP_KEYS = frozenset({"step", "global_step"})
+_SUMMARY_KEY = "train_runtime'"
+
+
+class HfTrainerFamily:
+    """HF Trainer ``{'key': value, ...}`` log dicts, alone or glued to the training bar."""
+
+    name: ClassVar[str] = "hf_trainer"
+    gate: ClassVar[tuple[str, ...]] = ("{'",)
+
+    def parse(self, text: str) -> Hit | None:
+        start = text.find("{'")
+        before = text[:start].rstrip() if start else ""
+        # A dict inside a sentence ("Updated tokens: {'pad_token_id': 151643}") is a message, not a log dict.
+        if before and before[-1] != "]":
+            return None
+        end = text.find("}", start)
+        body = text[start + 2 : end] if end > 0 else text[start + 2 :]
+        summary = _SUMMARY_KEY in body
+        hit = Hit()
+        metrics = hit.metrics
+        # Splitting on the quotes is several times faster than a regex over the line, and HF prints the dict's
+        # repr, so every pair after the first starts with ", '".
+        for pair in body.split(", '"):
+            key, sep, raw = pair.partition("':")
+            if not sep:
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                parsed = parse_number(raw)
+                if parsed is None:
+                    continue
+                value = parsed
+            if key == "epoch":
+                hit.epoch = value
+            elif key in _STEP_KEYS:
+                hit.step = to_int(value)
+            elif summary:
+                metrics[own_name(key)] = value
+            else:
+                name = METRIC_NAMES.get(key) or metric_name(key)
+                if name in metrics:
+                    name = own_name(key)
+                metrics[name] = value
+        bar = last_bar(before) if before else None
+        if bar is None and end > 0 and "%" in text[end:]:
+            bar = last_bar(text[end:])
+        if bar is not None:
+            if hit.step is None:
+                hit.step = int(bar[2])
+            hit.total_steps = int(bar[3])
+        if not metrics and hit.epoch is None and hit.step is None:
+            return None
+        return hit
+
+
+FAMILIES = (HfTrainerFamily,)

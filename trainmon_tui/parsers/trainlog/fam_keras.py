@@ -1,0 +1,72 @@
+"""Read Keras ``fit()`` progress (Keras 1, 2 and 3): the ``Epoch N/M`` header and the bar lines under it.
+
+Shapes handled (one cleaned line each)::
+
+    Epoch 3/10
+    6072/6072 [==============================] - 110s 18ms/step - loss: 0.6284 - val_loss: 0.5469
+    1562/1562 [==============================] - 484s - loss: 0.7744 - acc: 0.7344    (Keras 1: no step time)
+    237/422 [===============>..............] - ETA: 7s - loss: 0.0398 - accuracy: 0.9877  (epoch in progress)
+      32/32 [==============================] - 0s 781us/step - loss: 1457.4397
+      1/Unknown  7s 7s/step - loss: 12.6790 - mean_absolute_error: 3.2470   (Keras 3, unknown dataset size)
+    195/195 ━━━━━━━━━━━━━━━━━━━━ 3s 12ms/step - accuracy: 0.9052 - loss: 0.3312              (Keras 3)
+
+Keras reports progress per epoch: the bar's n/total is the batch within the epoch and the header's epoch (as
+printed, counting from 1) and total epochs are carried onto every bar line that follows it. ``Unknown`` leaves
+batches per epoch unknown. The ETA and the step time are not metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from trainmon_tui.parsers.trainlog.base import Hit
+from trainmon_tui.parsers.trainlog.fam_tqdm import read_pairs
+
+_HEADER_RE = re.compile(r"\s*Epoch (\d{1,9})/(\d{1,9})\s*$")
+# n/total, then the Keras 2 "[====>...]" or the Keras 3 "━━━" bar (absent when the total is unknown).
+_BAR_RE = re.compile(r"\s*(\d{1,15})/(\d{1,15}|Unknown)(?: +(?:\[[=>.]*\]|[━─╸]+))?(?=\s)")
+# "ETA: 7s" sits among the metrics of an epoch in progress.
+_NOT_METRICS = frozenset({"ETA"})
+
+
+class KerasFamily:
+    """Keras ``Epoch N/M`` headers and the progress bar lines under them."""
+
+    name: ClassVar[str] = "keras"
+    gate: ClassVar[tuple[str, ...]] = ("Epoch ", "/step", "[=", "[.", "━", "/Unknown")
+
+    def __init__(self) -> None:
+        self._epoch: float | None = None
+        self._total_epochs: int | None = None
+
+    def parse(self, text: str) -> Hit | None:
+        bar = _BAR_RE.match(text)
+        if bar is not None:
+            # " - 110s 18ms/step - loss: 0.6284 - val_loss: 0.5469": the first item is the timing.
+            items = text[bar.end() :].split(" - ")
+            # A count at the start of a line is common; Keras follows it with a step time or " - key: value".
+            if len(items) < 2 and "/step" not in items[0]:
+                return None
+            metrics: dict[str, float] = {}
+            read_pairs(items[1:], ": ", metrics, _NOT_METRICS)
+            total = bar[2]
+            # Positional: step, total_steps, epoch, total_epochs, batch, batches_per_epoch, metrics.
+            return Hit(
+                None,
+                None,
+                self._epoch,
+                self._total_epochs,
+                int(bar[1]),
+                None if total == "Unknown" else int(total),
+                metrics,
+            )
+        header = _HEADER_RE.match(text)
+        if header is not None:
+            self._epoch = float(header[1])
+            self._total_epochs = int(header[2])
+            return Hit(epoch=self._epoch, total_epochs=self._total_epochs)
+        return None
+
+
+FAMILIES = (KerasFamily,)
