@@ -1,0 +1,316 @@
+"""`trainmon-tui parse-log`: stream one log through the parser and print what it read, as text or JSON.
+
+Streams: records are written (JSON) or folded into a per-rank summary (text) as they come, so memory does not grow
+with the size of the log. Everything printed that came from the log is made inert and has its secrets masked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from trainmon_tui.analysis.eta import Eta, estimate_eta
+from trainmon_tui.model import LogEvent, LogRecord
+from trainmon_tui.parsers.trainlog.engine import LogParser, rank_from_path
+from trainmon_tui.sanitize import clean_remote_text
+
+# Enough (time, step) points for a robust recent rate, few enough to stay small for any log.
+_ETA_POINTS = 4096
+_MAX_EVENTS_SHOWN = 50
+
+
+class LogReadError(Exception):
+    """The log could not be opened or read; the message names the path and the reason."""
+
+
+def open_log(path: str) -> IO[str]:
+    """Open a log for reading (``-`` is standard input); a failure is a one-line LogReadError.
+
+    Lines are split on ``\\n`` only: tqdm redraws with a bare ``\\r``, and Python's universal newlines would turn
+    every redraw into a line of its own and shift line numbers away from what ``wc -l`` and editors show.
+    """
+    try:
+        if path == "-":
+            return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", newline="\n", closefd=False)
+        return open(path, encoding="utf-8", errors="replace", newline="\n")
+    except OSError as exc:
+        raise LogReadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def iter_log_lines(stream: IO[str], path: str) -> Iterator[str]:
+    """Physical lines without their line ending; closes the stream when done."""
+    with stream:
+        try:
+            for line in stream:
+                yield line.rstrip("\r\n")
+        except OSError as exc:
+            raise LogReadError(f"{path}: read failed: {exc.strerror or exc}") from None
+
+
+def _json_number(value: float) -> float | str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def record_to_json(record: LogRecord) -> dict[str, Any]:
+    return {
+        "line": record.line,
+        "rank": record.rank,
+        "step": record.step,
+        "total_steps": record.total_steps,
+        "epoch": record.epoch,
+        "total_epochs": record.total_epochs,
+        "batch": record.batch,
+        "batches_per_epoch": record.batches_per_epoch,
+        "metrics": {clean_remote_text(k): _json_number(v) for k, v in record.metrics.items()},
+    }
+
+
+def event_to_json(event: LogEvent) -> dict[str, Any]:
+    return {"line": event.line, "rank": event.rank, "kind": str(event.kind), "text": clean_remote_text(event.text)}
+
+
+@dataclass(slots=True)
+class RankSummary:
+    """The latest known value of every progress field and metric for one rank (None = rank unknown)."""
+
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: float | None = None
+    total_epochs: int | None = None
+    batch: int | None = None
+    batches_per_epoch: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    last_line: int = 0
+    records: int = 0
+    # (timestamp, global progress in steps) for the ETA, newest last.
+    progress_points: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_ETA_POINTS))
+
+    def absorb(self, record: LogRecord) -> None:
+        self.records += 1
+        self.last_line = record.line
+        if record.step is not None:
+            self.step = record.step
+        if record.total_steps is not None:
+            self.total_steps = record.total_steps
+        if record.epoch is not None:
+            self.epoch = record.epoch
+        if record.total_epochs is not None:
+            self.total_epochs = record.total_epochs
+        if record.batch is not None:
+            self.batch = record.batch
+        if record.batches_per_epoch is not None:
+            self.batches_per_epoch = record.batches_per_epoch
+        self.metrics.update(record.metrics)
+        if record.timestamp is not None:
+            done = self._steps_done(record)
+            if done is not None:
+                self.progress_points.append((record.timestamp, done))
+
+    def _steps_done(self, record: LogRecord) -> float | None:
+        if record.step is not None:
+            return float(record.step)
+        # Epoch-based logs number whole epochs from 1 (LogRecord's convention), so epoch N, batch b means N-1
+        # epochs done plus b batches.
+        if record.batch is not None and self.batches_per_epoch and self.epoch is not None:
+            return (math.ceil(self.epoch) - 1) * self.batches_per_epoch + record.batch
+        return None
+
+    def total_units(self) -> float | None:
+        if self.step is not None or self.total_steps is not None:
+            return None if self.total_steps is None else float(self.total_steps)
+        if self.total_epochs is not None and self.batches_per_epoch:
+            return float(self.total_epochs * self.batches_per_epoch)
+        return None
+
+    def eta(self) -> Eta | None:
+        if len(self.progress_points) < 2:
+            return None
+        return estimate_eta(list(self.progress_points), self.total_units())
+
+
+@dataclass(slots=True)
+class ParseSummary:
+    """Everything the text output needs, folded from the stream."""
+
+    path: str
+    lines: int = 0
+    record_count: int = 0
+    ranks: dict[int | None, RankSummary] = field(default_factory=dict)
+    events: list[LogEvent] = field(default_factory=list)
+    event_counts: dict[str, int] = field(default_factory=dict)
+    format: str | None = None
+
+    def absorb(self, records: list[LogRecord], events: list[LogEvent]) -> None:
+        for record in records:
+            self.record_count += 1
+            summary = self.ranks.get(record.rank)
+            if summary is None:
+                summary = self.ranks[record.rank] = RankSummary()
+            summary.absorb(record)
+        for event in events:
+            self.event_counts[event.kind] = self.event_counts.get(event.kind, 0) + 1
+            if len(self.events) < _MAX_EVENTS_SHOWN:
+                self.events.append(event)
+
+
+def _default_rank(path: str) -> int | None:
+    return None if path == "-" else rank_from_path(os.path.basename(path))
+
+
+def summarise(path: str) -> ParseSummary:
+    parser = LogParser(default_rank=_default_rank(path))
+    summary = ParseSummary(path=path)
+    for line in iter_log_lines(open_log(path), path):
+        summary.lines += 1
+        records, events = parser.feed(line)
+        if records or events:
+            summary.absorb(records, events)
+    summary.absorb(*parser.finish())
+    summary.format = parser.format
+    return summary
+
+
+def write_json(path: str, out: IO[str]) -> None:
+    """Stream ``{"records": [...], "events": [...], "format": ...}``: records are written as they are read."""
+    lines = iter_log_lines(open_log(path), path)
+    parser = LogParser(default_rank=_default_rank(path))
+    events: list[dict[str, Any]] = []
+    out.write('{"records": [')
+    first = True
+
+    def emit(records: list[LogRecord], new_events: list[LogEvent]) -> None:
+        nonlocal first
+        for record in records:
+            out.write(("\n  " if first else ",\n  ") + json.dumps(record_to_json(record)))
+            first = False
+        events.extend(event_to_json(e) for e in new_events)
+
+    for line in lines:
+        records, new_events = parser.feed(line)
+        if records or new_events:
+            emit(records, new_events)
+    emit(*parser.finish())
+    out.write("\n],\n")
+    out.write(' "events": ' + json.dumps(events) + ",\n")
+    out.write(' "format": ' + json.dumps(parser.format) + "}\n")
+
+
+def _fmt_value(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e5 or abs(value) < 1e-3:
+        return f"{value:.3e}"
+    return f"{value:.6g}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _progress_text(rank: RankSummary) -> str:
+    parts = []
+    if rank.step is not None:
+        parts.append(f"step {rank.step}" + (f"/{rank.total_steps}" if rank.total_steps is not None else ""))
+    elif rank.total_steps is not None:
+        parts.append(f"total steps {rank.total_steps}")
+    if rank.epoch is not None:
+        epoch = f"{rank.epoch:g}"
+        parts.append(f"epoch {epoch}" + (f"/{rank.total_epochs}" if rank.total_epochs is not None else ""))
+    if rank.batch is not None:
+        parts.append(
+            f"batch {rank.batch}" + (f"/{rank.batches_per_epoch}" if rank.batches_per_epoch is not None else "")
+        )
+    return "  ".join(parts) if parts else "no progress fields"
+
+
+def _eta_text(rank: RankSummary) -> str:
+    eta = rank.eta()
+    if eta is None:
+        return "unknown (the log has no timestamps next to its progress)"
+    rate = "unknown rate" if eta.steps_per_s is None else _rate_text(eta.steps_per_s)
+    if eta.eta_s is None:
+        return f"unknown (no total in the log), {rate}"
+    finish = ""
+    last_time = rank.progress_points[-1][0]
+    finish_at = datetime.fromtimestamp(last_time + eta.eta_s, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    finish = f", finishing {finish_at} as of the last line"
+    spread = ""
+    if eta.eta_low_s is not None and eta.eta_high_s is not None:
+        spread = f" (range {format_duration(eta.eta_low_s)} - {format_duration(eta.eta_high_s)})"
+    return f"{format_duration(eta.eta_s)}{spread} at {rate}{finish}"
+
+
+def _rate_text(steps_per_s: float) -> str:
+    if steps_per_s <= 0:
+        return "no progress"
+    if steps_per_s >= 1:
+        return f"{steps_per_s:.3g} steps/s"
+    return f"{1 / steps_per_s:.3g} s/step"
+
+
+def write_text(summary: ParseSummary, out: IO[str]) -> None:
+    clean = clean_remote_text
+    out.write(f"file     {clean(summary.path)}\n")
+    out.write(f"format   {summary.format or 'unknown (no known training-log lines)'}\n")
+    out.write(f"lines    {summary.lines}   records {summary.record_count}   events {sum(summary.event_counts.values())}\n")
+    known_ranks = sorted(r for r in summary.ranks if r is not None)
+    rank_list = ", ".join(str(r) for r in known_ranks) if known_ranks else "none named"
+    out.write(f"ranks    {rank_list}\n")
+    for rank_id in sorted(summary.ranks, key=lambda r: -1 if r is None else r):
+        rank = summary.ranks[rank_id]
+        label = "(no rank)" if rank_id is None else f"rank {rank_id}"
+        out.write(f"\n{label}: {rank.records} records, last at line {rank.last_line}\n")
+        out.write(f"  progress {_progress_text(rank)}\n")
+        if rank.metrics:
+            metrics = "  ".join(f"{clean(name)}={_fmt_value(v)}" for name, v in rank.metrics.items())
+            out.write(f"  metrics  {metrics}\n")
+        out.write(f"  eta      {_eta_text(rank)}\n")
+    if summary.event_counts:
+        counts = ", ".join(f"{kind} x{n}" for kind, n in sorted(summary.event_counts.items()))
+        out.write(f"\nevents   {counts}\n")
+        for event in summary.events:
+            rank = "" if event.rank is None else f" rank {event.rank}"
+            out.write(f"  line {event.line}{rank}  {event.kind}: {clean(event.text)}\n")
+        hidden = sum(summary.event_counts.values()) - len(summary.events)
+        if hidden > 0:
+            out.write(f"  ... and {hidden} more (see --json)\n")
+    else:
+        out.write("\nevents   none\n")
+
+
+def run_parse_log(path: str, *, as_json: bool, out: IO[str]) -> int:
+    """Exit status: 0 when the log was read, 2 when it could not be."""
+    try:
+        if as_json:
+            write_json(path, out)
+        else:
+            write_text(summarise(path), out)
+    except LogReadError as exc:
+        print(f"trainmon-tui parse-log: {clean_remote_text(str(exc))}", file=sys.stderr)
+        return 2
+    return 0
