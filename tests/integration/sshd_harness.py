@@ -22,9 +22,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -269,8 +270,28 @@ class SshdHarness:
         self, address: str, port: int | None = None, *, extra_users: tuple[str, ...] = ()
     ) -> FakeHost:
         """Start an sshd on address (a free port unless given) and pin its key in ``known_hosts``."""
+        return self._start_host(address, port, extra_users, self.bin_dir)
+
+    def make_bin_dir(self, name: str, scripts: Mapping[str, str]) -> Path:
+        """A directory of executable scripts (file name -> text) for :meth:`start_host_with_bin`."""
+        bin_dir = self.root / name
+        bin_dir.mkdir(mode=0o755)
+        for file_name, text in scripts.items():
+            script = bin_dir / file_name
+            script.write_text(text)
+            script.chmod(0o755)
+        return bin_dir
+
+    def start_host_with_bin(self, address: str, bin_dir: Path, port: int | None = None) -> FakeHost:
+        """Like :meth:`start_host`, but the remote PATH starts with ``bin_dir`` instead of the directory of
+        the shared stand-in ``nvidia-smi``: each fake host gets its own tools (an empty directory: none)."""
+        return self._start_host(address, port, (), bin_dir)
+
+    def _start_host(
+        self, address: str, port: int | None, extra_users: tuple[str, ...], bin_dir: Path
+    ) -> FakeHost:
         for _ in range(5):
-            host = self._try_start(address, port or _free_port(address), extra_users)
+            host = self._try_start(address, port or _free_port(address), extra_users, bin_dir)
             if host is not None:
                 self.hosts.append(host)
                 with self.known_hosts.open("a") as known:
@@ -280,13 +301,15 @@ class SshdHarness:
                 break
         raise RuntimeError(f"sshd did not start on {address}")
 
-    def _try_start(self, address: str, port: int, extra_users: tuple[str, ...]) -> FakeHost | None:
+    def _try_start(
+        self, address: str, port: int, extra_users: tuple[str, ...], bin_dir: Path
+    ) -> FakeHost | None:
         name = f"{address.replace('.', '-')}_{port}"
         host_key = self.root / f"host_{name}"
         public_key = _keygen(host_key, f"host-{name}").rpartition(" ")[0]
         config_path = self.root / f"sshd_{name}.conf"
         log_path = self.root / f"sshd_{name}.log"
-        remote_path = f"{self.bin_dir}:/usr/local/bin:/usr/bin:/bin"
+        remote_path = f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"
         config_path.write_text(
             "\n".join(
                 [
@@ -384,3 +407,314 @@ def serving_sshd(pid: int) -> int | None:
             return current
         current = parents.get(current)
     return None
+
+
+# A stand-in training process: replays a recorded training log into one or more log files, one line to every
+# file per interval, flushed at once, as `print(..., flush=True)` in a training script would. Started on this
+# machine, it writes where the fake hosts' test user can read (the harness's directory is world-readable).
+_FAKE_TRAINER = """
+import sys, time
+fixture, interval, *paths = sys.argv[1:]
+with open(fixture, encoding="utf-8", newline="\\n") as source:
+    lines = source.read().split("\\n")
+if lines and lines[-1] == "":
+    lines.pop()
+outputs = [open(path, "a", encoding="utf-8", newline="\\n") for path in paths]
+for line in lines:
+    for output in outputs:
+        output.write(line + "\\n")
+        output.flush()
+    time.sleep(float(interval))
+print("done", flush=True)
+time.sleep(3600)
+"""
+
+
+def start_fake_trainer(
+    fixture: Path, paths: Iterable[Path], *, interval_s: float = 0.02
+) -> subprocess.Popen[str]:
+    """Replay the training log ``fixture`` into every file of ``paths`` (created or appended to), one line
+    per ``interval_s``; prints ``done`` on stdout when the last line is written, then idles until killed.
+    Dies with the test runner; the caller kills it (``process.kill(); process.wait()``)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _FAKE_TRAINER, str(fixture), str(interval_s), *map(str, paths)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fleet-level stand-ins: what the fleet, report and fault tests run on their fake hosts.
+
+FLEET_FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "fleet"
+FLEET_DMON = FLEET_FIXTURE_DIR / "dmon_s_pucm_blackwell_4gpu_driver595.txt"
+#: An 8-GPU dmon capture (H800, idle), for the collection benchmark's larger hosts.
+FLEET_DMON_8GPU = FLEET_FIXTURE_DIR / "dmon_gpm_metrics_8gpu_h800.txt"
+FLEET_QUERY_GPU = FLEET_FIXTURE_DIR / "query_gpu_noheader_nounits_23fields_blackwell.txt"
+FLEET_COMPUTE_APPS = FLEET_FIXTURE_DIR / "query_compute_apps_noheader_nounits_uuid.txt"
+FLEET_SMI_FAILURE = FLEET_FIXTURE_DIR / "smi_failed_couldnt_communicate_single_line.txt"
+FLEET_TRAINING_LOG = FLEET_FIXTURE_DIR / "megatron_lm_core_iteration_lm_loss_validation_checkpoint.txt"
+#: The fields of the recorded --query-gpu and --query-compute-apps captures, in their column order (from their
+#: provenance lines in tests/fixtures/fleet/SOURCES.md).
+RECORDED_QUERY_GPU_FIELDS = (
+    "index,uuid,name,pci.bus_id,driver_version,utilization.gpu,utilization.memory,memory.total,memory.used,"
+    "memory.free,temperature.gpu,temperature.memory,power.draw,power.limit,clocks.gr,clocks.mem,"
+    "clocks.max.gr,clocks.max.mem,fan.speed,pstate,pcie.link.gen.current,pcie.link.width.current,"
+    "encoder.stats.sessionCount"
+)
+RECORDED_COMPUTE_APPS_FIELDS = "pid,process_name,gpu_uuid,used_memory"
+#: Exit status of nvidia-smi when it cannot talk to the driver.
+SMI_DRIVER_FAILURE_STATUS = 9
+
+# One fake host's nvidia-smi. `dmon` prints the dmon capture every INTERVAL seconds, forever; the two CSV
+# queries print the recorded rows with the fields asked for, in the order asked for ("[N/A]" for a field the
+# recording lacks). While the file "$state/failure" exists, every call prints it and exits like nvidia-smi
+# without a driver. It exports the test mark, so it and its children (`sleep`, `cat`) can be found.
+_FLEET_NVIDIA_SMI = """#!/bin/sh
+# Stand-in nvidia-smi of one fake host of the fleet tests: replays recorded output (see sshd_harness.py).
+TRAINMON_TEST_MARK={mark}
+export TRAINMON_TEST_MARK
+state={state}
+project() {{
+    awk -v want="$1" -v have="$2" '
+        BEGIN {{
+            n = split(have, known, ","); for (i = 1; i <= n; i++) at[known[i]] = i
+            m = split(want, asked, ",")
+        }}
+        {{
+            split($0, cell, ", "); row = ""
+            for (i = 1; i <= m; i++) {{
+                value = (asked[i] in at) ? cell[at[asked[i]]] : "[N/A]"
+                row = row (i > 1 ? ", " : "") value
+            }}
+            print row
+        }}' "$3"
+}}
+if [ -f "$state/failure" ]; then cat "$state/failure"; exit {failure_status}; fi
+case "$1" in
+    dmon) while :; do cat {dmon}; sleep {interval}; done ;;
+    --query-gpu=*) project "${{1#--query-gpu=}}" {gpu_fields} {query_gpu} ;;
+    --query-compute-apps=*) project "${{1#--query-compute-apps=}}" {apps_fields} {compute_apps} ;;
+    *) echo "stand-in nvidia-smi: unsupported arguments: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+@dataclass
+class FakeGpuTools:
+    """One fake host's own ``bin`` directory with a stand-in ``nvidia-smi`` that can break and recover."""
+
+    bin_dir: Path
+    state_dir: Path
+    script: str
+    mark: str
+
+    @property
+    def nvidia_smi(self) -> Path:
+        return self.bin_dir / "nvidia-smi"
+
+    def install(self) -> None:
+        """Put nvidia-smi (back) on the host."""
+        staged = self.bin_dir / ".nvidia-smi.new"
+        staged.write_text(self.script)
+        staged.chmod(0o755)
+        # A rename, so a host never runs a half-written script.
+        staged.replace(self.nvidia_smi)
+
+    def uninstall(self) -> None:
+        """Take nvidia-smi off the host: the remote shell then answers 127, command not found."""
+        self.nvidia_smi.unlink(missing_ok=True)
+
+    def fail_like_a_missing_driver(self) -> None:
+        """From now on nvidia-smi prints the recorded "couldn't communicate with the driver", exit 9."""
+        failure = self.state_dir / "failure"
+        shutil.copyfile(FLEET_SMI_FAILURE, failure)
+        failure.chmod(0o644)
+
+    def recover(self) -> None:
+        (self.state_dir / "failure").unlink(missing_ok=True)
+
+
+def make_fake_gpu_tools(
+    harness: SshdHarness,
+    name: str,
+    *,
+    interval_s: float = 1.0,
+    installed: bool = True,
+    dmon: Path = FLEET_DMON,
+) -> FakeGpuTools:
+    """A ``bin`` directory for :meth:`SshdHarness.start_host_with_bin` holding a stand-in ``nvidia-smi`` that
+    replays the fleet fixtures (the ``dmon`` capture every ``interval_s`` seconds). Its processes carry the
+    mark ``name``."""
+    bin_dir = harness.make_bin_dir(f"{name}-bin", {})
+    state_dir = harness.root / f"{name}-state"
+    state_dir.mkdir(mode=0o755)
+    script = _FLEET_NVIDIA_SMI.format(
+        mark=shlex.quote(name),
+        state=shlex.quote(str(state_dir)),
+        failure_status=SMI_DRIVER_FAILURE_STATUS,
+        dmon=shlex.quote(str(dmon)),
+        interval=f"{interval_s:g}",
+        gpu_fields=shlex.quote(RECORDED_QUERY_GPU_FIELDS),
+        query_gpu=shlex.quote(str(FLEET_QUERY_GPU)),
+        apps_fields=shlex.quote(RECORDED_COMPUTE_APPS_FIELDS),
+        compute_apps=shlex.quote(str(FLEET_COMPUTE_APPS)),
+    )
+    tools = FakeGpuTools(bin_dir, state_dir, script, name)
+    if installed:
+        tools.install()
+    return tools
+
+
+# A stand-in rank of a distributed training job: replays (the first lines of) a recorded training log into one
+# file, a line per interval, then idles. `--rank N --world_size W` on its command line are what rank detection
+# reads from ps, as for a script started with those arguments.
+_FAKE_RANK = """
+import sys, time
+fixture, interval, path, limit = sys.argv[1:5]
+with open(fixture, encoding="utf-8", newline="\\n") as source:
+    lines = source.read().split("\\n")
+if lines and lines[-1] == "":
+    lines.pop()
+if limit != "all":
+    lines = lines[: int(limit)]
+with open(path, "a", encoding="utf-8", newline="\\n") as output:
+    for line in lines:
+        output.write(line + "\\n")
+        output.flush()
+        time.sleep(float(interval))
+print("done", flush=True)
+time.sleep(3600)
+"""
+
+
+def start_fake_rank(
+    fixture: Path,
+    path: Path,
+    *,
+    rank: int,
+    world_size: int,
+    interval_s: float = 0.02,
+    max_lines: int | None = None,
+) -> subprocess.Popen[str]:
+    """A process that looks like rank ``rank`` of ``world_size`` in ps and writes ``fixture`` (its first
+    ``max_lines`` lines) into ``path``, printing ``done`` when it has; dies with the test runner."""
+    limit = "all" if max_lines is None else str(max_lines)
+    argv = [sys.executable, "-c", _FAKE_RANK, str(fixture), str(interval_s), str(path), limit]
+    return subprocess.Popen(
+        [*argv, "--rank", str(rank), "--world_size", str(world_size)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509
+    )
+
+
+def command_line(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def leftover_processes(user: str, marks: Iterable[str], needles: Iterable[str]) -> list[tuple[int, str]]:
+    """Live processes of ``user`` that a test started on its fake hosts: those carrying one of ``marks`` (the
+    stand-in nvidia-smi and its children) or with one of ``needles`` (a log path) in their command line."""
+    uid = pwd.getpwnam(user).pw_uid
+    wanted_marks = {f"{MARK_VARIABLE}={mark}".encode() for mark in marks}
+    needles = tuple(needles)
+    found: list[tuple[int, str]] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            environ = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        line = command_line(pid)
+        if line is None or not line.strip():
+            continue  # a zombie: already dead, only not reaped yet
+        if environ & wanted_marks or any(needle in line for needle in needles):
+            found.append((pid, line))
+    return found
+
+
+def wait_for_no_leftovers(
+    user: str, marks: Iterable[str], needles: Iterable[str], timeout: float = 10.0
+) -> list[tuple[int, str]]:
+    """Poll until :func:`leftover_processes` finds none; returns what was still there at the deadline."""
+    marks, needles = tuple(marks), tuple(needles)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = leftover_processes(user, marks, needles)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def fleet_hosts_yaml(
+    harness: SshdHarness,
+    hosts: Mapping[str, FakeHost],
+    runs_yaml: str = "",
+    *,
+    known_hosts: Path | None = None,
+    identity_file: Path | None = None,
+    connect_timeout_s: float = 3.0,
+    login_timeout_s: float = 3.0,
+    keepalive_interval_s: float = 1.0,
+    keepalive_count_max: int = 2,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+) -> str:
+    """A hosts.yaml for the fake hosts (name -> host), with short timeouts, and ``runs_yaml`` appended.
+
+    ``overrides`` gives single hosts other settings (host name -> key -> value), e.g. another identity file.
+    """
+    lines = [
+        "defaults:",
+        f"  user: {harness.user}",
+        f"  identity_file: {identity_file or harness.client_key}",
+        f"  known_hosts: {known_hosts or harness.known_hosts}",
+        f"  connect_timeout: {connect_timeout_s}",
+        f"  login_timeout: {login_timeout_s}",
+        f"  keepalive_interval: {keepalive_interval_s}",
+        f"  keepalive_count_max: {keepalive_count_max}",
+        "hosts:",
+    ]
+    for name, host in hosts.items():
+        lines += [f"  - name: {name}", f"    address: {host.address}", f"    port: {host.port}"]
+        lines += [f"    {key}: {value}" for key, value in (overrides or {}).get(name, {}).items()]
+    return "\n".join(lines) + "\n" + runs_yaml
+
+
+def restart_host(harness: SshdHarness, host: FakeHost) -> FakeHost:
+    """Start a stopped fake host again, as a rebooted machine comes back: same address, port, host key and
+    configuration (so the pinned known_hosts line still holds)."""
+    if not host.stopped:
+        raise RuntimeError(f"{host.address}:{host.port} is still running")
+    with host.log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [harness.sshd, "-D", "-e", "-f", str(host.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sshd did not start again on {host.address}:{host.port}: {host.log()[-500:]}")
+        with contextlib.suppress(OSError), socket.create_connection((host.address, host.port), timeout=0.5):
+            again = FakeHost(
+                host.address, host.port, host.public_key, host.config_path, host.log_path, process
+            )
+            harness.hosts.append(again)
+            return again
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"sshd did not start again on {host.address}:{host.port}")
