@@ -16,15 +16,48 @@ def build_parser() -> argparse.ArgumentParser:
     parse_log = sub.add_parser("parse-log", help="show what trainmon-tui reads in a training log")
     parse_log.add_argument("path", help="log file to read ('-' for standard input)")
     parse_log.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    report = sub.add_parser(
+        "report",
+        help="collect from every host for a while and print a status report",
+        description="Exit status: 0 all hosts up, 1 a host was not up at the end, 2 a bad hosts file.",
+    )
+    report.add_argument(
+        "--hosts", required=True, metavar="FILE", help="hosts.yaml: the hosts and runs to watch"
+    )
+    report.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="N",
+        help="how long to collect before reporting (default 10)",
+    )
+    report.add_argument(
+        "--format", choices=("markdown", "json"), default="markdown", help="output format (default markdown)"
+    )
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Each subcommand imports its module when chosen, so reading a log never loads asyncssh or textual.
     if args.command == "parse-log":
-        from trainmon_tui.parselog_cmd import run_parse_log
+        from trainmon_tui.parselog_cmd import run_parse_log  # noqa: PLC0415
 
         return run_parse_log(args.path, as_json=args.json, out=sys.stdout)
+    if args.command == "report":
+        from trainmon_tui.report_cmd import run_report  # noqa: PLC0415
+
+        return run_report(args.hosts, seconds=args.seconds, output_format=args.format)
     parser.print_help()
     return 2
