@@ -18,8 +18,9 @@ from trainmon_tui.sanitize import (
     mask_secrets,
 )
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "errors"
-ALL_FIXTURES = sorted(FIXTURES.rglob("*.txt"))
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Every error sample and every training log (tests/fixtures/logs/errors links to errors/: skip the link).
+ALL_FIXTURES = sorted([*(FIXTURES / "errors").glob("*.txt"), *(FIXTURES / "logs").glob("[!e]*/*.txt")])
 
 ESC = "\x1b"
 # A made-up key in the format of a W&B API key (40 lower-case hex digits).
