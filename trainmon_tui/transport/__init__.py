@@ -1,1 +1,4 @@
-"""Getting lines from hosts: SSH sessions, remote streams, local subprocesses and NVML. Never imports textual."""
+"""Getting lines from hosts: SSH sessions, remote streams, local subprocesses and NVML.
+
+Never imports textual.
+"""

@@ -114,7 +114,8 @@ async def stop_process_group(process: asyncio.subprocess.Process, grace_s: float
             await asyncio.sleep(_GROUP_POLL_S)
         # Lets asyncio close the pipes and reap the command (at once, unless it escaped the group).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), _REAP_WAIT_S)
+            async with asyncio.timeout(_REAP_WAIT_S):
+                await process.wait()
     except BaseException:
         _signal_group(group, signal.SIGKILL)
         raise
@@ -232,7 +233,8 @@ class LocalStream:
         if self._stderr_task is not None:
             # Leftovers holding stderr open are being stopped (TERM, then KILL after the grace period).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._stderr_task), 2 * self._term_grace_s + 1.0)
+                async with asyncio.timeout(2 * self._term_grace_s + 1.0):
+                    await asyncio.shield(self._stderr_task)
         self.exit_status = _exit_status(returncode)
 
     async def _stop_leftovers(self, process: asyncio.subprocess.Process) -> None:

@@ -502,7 +502,8 @@ class LogCollector:
             await self._rescan()
             self._raise_stop_reason()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._rescan_interval_s)
+                async with asyncio.timeout(self._rescan_interval_s):
+                    await self._wake.wait()
             self._raise_stop_reason()
 
     def _raise_stop_reason(self) -> None:

@@ -411,7 +411,10 @@ class HostSession:
             if remaining is not None and remaining <= 0:
                 raise self._host_down()
             try:
-                await asyncio.wait_for(self._up.wait(), remaining)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+                # lands as the awaited thing completes (CPython gh-86296).
+                async with asyncio.timeout(remaining):
+                    await self._up.wait()
             except TimeoutError:
                 raise self._host_down() from None
 
@@ -424,7 +427,8 @@ class HostSession:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await asyncio.wait_for(self._channels.acquire(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._channels.acquire()
         except TimeoutError:
             raise HostDownError(
                 self._status.reason or DownReason.CONNECT_TIMEOUT,

@@ -127,8 +127,10 @@ def exit_code(process: asyncssh.SSHClientProcess[bytes]) -> int | None:
 async def _close_channel(process: asyncssh.SSHClientProcess[bytes]) -> None:
     process.close()
     # When the host stopped answering, keepalive will close the whole connection and the channel with it.
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation (CPython gh-86296).
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(process.wait_closed(), CHANNEL_CLOSE_WAIT_S)
+        async with asyncio.timeout(CHANNEL_CLOSE_WAIT_S):
+            await process.wait_closed()
 
 
 async def _open_process(
