@@ -121,9 +121,10 @@ class LogRecord:
 
     Canonical metric names: ``loss`` (training), ``val_loss``, ``lr``, ``grad_norm``; every other metric keeps
     its own name in snake_case. ``epoch`` is the 1-based number of the epoch in progress for logs that count
-    whole epochs ("Epoch 3/10" -> 3; frameworks that print 0-based epochs are shifted by one), and the fraction of
-    epochs done as printed for logs that report it that way (HF Trainer ``'epoch': 0.53``). ``timestamp`` is seconds since the epoch (UTC unless the log said otherwise)
-    when the line carried a date and time, else None.
+    whole epochs ("Epoch 3/10" -> 3; frameworks that print 0-based epochs are shifted by one), and the
+    fraction of epochs done, as printed, for logs that report it that way (HF Trainer ``'epoch': 0.53``).
+    ``timestamp`` is seconds since the epoch (UTC unless the log said otherwise) when the line carried a date
+    and time, else None.
     """
 
     line: int
