@@ -1,4 +1,4 @@
-"""Measure how fast the training-log engine reads a large mixed-format log, against a bare read of it.
+"""Measure how fast ``trainmon-tui parse-log`` reads a large mixed-format log, against a bare read of it.
 
 Run from the repository root: ``python benchmarks/bench_parse_log.py [--lines N] [--repeat R]``.
 
@@ -8,31 +8,38 @@ counters advanced so that no two copies are identical. The two logs made of huge
 physical line holding 500-1300 bar states) go into one copy in ten, about as often as such a line appears in a
 real run.
 
-Two loops are timed over the same file, each the median of several runs:
+Timed over the same file in the same run, each the median of several runs (their order interleaved, so a
+change in the machine's load hits all of them alike):
 
 * a bare ``for line in file`` (the floor: Python's own reading and decoding);
-* the full engine as ``parse-log`` drives it: open with ``errors="replace"`` and ``newline="\\n"``, strip
-  the line ending, ``LogParser.feed`` every line (cleaning, prefixes, format detection, families, events,
-  records), then ``finish``.
+* ``parse-log --json`` as the command runs it (:func:`~trainmon_tui.parselog_cmd.write_json`: blocks of lines
+  read and split, ``LogParser.feed_block`` on each, every record JSON-encoded and written to ``/dev/null``);
+* the parser alone (the same blocks through ``feed_block``, nothing encoded);
+* ``parse-log`` without ``--json`` (the per-rank text summary).
 
-The result is printed as a small Markdown table with lines per second and the ratio between the two, followed
-by the engine's time per line for each fixture folder alone (one log family each), so a slow one shows.
+Then the real command runs once end to end (``trainmon-tui parse-log FILE --json > /dev/null`` as a
+subprocess: interpreter start, imports and all), timed by the wall clock. The machine's load average is
+printed before and after: the box is shared, and the numbers mean little without it. Last comes the parser's
+time per line for each fixture folder alone (one log family each), so a slow family shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from trainmon_tui.parselog_cmd import iter_log_blocks, open_log, summarise, write_json  # noqa: E402
 from trainmon_tui.parsers.trainlog.engine import LogParser  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "logs"
@@ -48,6 +55,7 @@ COUNTER_RE = re.compile(
     r"((?:\b(?:step|iter|iteration|num_updates|global_step)\b|Iter \[)\s*[:=]?\s*)(\d{1,9})"
 )
 STEP_ADVANCE = 100_000
+TARGET_LINES_PER_S = 250_000
 
 
 def _source_logs() -> list[tuple[str, list[str]]]:
@@ -60,31 +68,37 @@ def _source_logs() -> list[tuple[str, list[str]]]:
     return logs
 
 
+def mixed_lines(min_lines: int) -> Iterator[str]:
+    """The benchmark's log, line by line (no line endings): at least ``min_lines`` lines, whole copies."""
+    logs = _source_logs()
+    written = 0
+    copy = 0
+    while written < min_lines:
+        offset = copy * STEP_ADVANCE
+
+        def advance(match: re.Match[str], offset: int = offset) -> str:
+            return match[1] + str(int(match[2]) + offset)
+
+        for name, lines in logs:
+            if name in RARE and copy % RARE_EVERY:
+                continue
+            for line in lines:
+                yield COUNTER_RE.sub(advance, line) if offset else line
+            written += len(lines)
+        copy += 1
+
+
 def build_input(min_lines: int) -> Path:
     """Write (once) a log of at least ``min_lines`` lines and return its path."""
     target = DATA / f"mixed_{min_lines}.log"
     if target.exists():
         return target
     DATA.mkdir(parents=True, exist_ok=True)
-    logs = _source_logs()
-    written = 0
-    copy = 0
     partial = target.with_suffix(".partial")
     with partial.open("w", encoding="utf-8", newline="\n") as out:
-        while written < min_lines:
-            offset = copy * STEP_ADVANCE
-
-            def advance(match: re.Match[str], offset: int = offset) -> str:
-                return match[1] + str(int(match[2]) + offset)
-
-            for name, lines in logs:
-                if name in RARE and copy % RARE_EVERY:
-                    continue
-                for line in lines:
-                    out.write(COUNTER_RE.sub(advance, line) if offset else line)
-                    out.write("\n")
-                written += len(lines)
-            copy += 1
+        for line in mixed_lines(min_lines):
+            out.write(line)
+            out.write("\n")
     partial.rename(target)
     return target
 
@@ -104,23 +118,34 @@ def bare_read(path: Path) -> Outcome:
     return Outcome(count)
 
 
-def full_parse(path: Path) -> Outcome:
+def parse_log_json(path: Path) -> Outcome:
+    """Exactly what ``parse-log FILE --json`` runs, its output thrown away as ``> /dev/null`` would."""
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        write_json(str(path), sink)
+    return Outcome(0)
+
+
+def parse_log_text(path: Path) -> Outcome:
+    """What ``parse-log FILE`` runs before it prints its summary (the printing is a few lines)."""
+    summary = summarise(str(path))
+    return Outcome(summary.lines, summary.record_count, sum(summary.event_counts.values()), summary.format)
+
+
+def parser_only(path: Path) -> Outcome:
+    """The blocks ``parse-log`` reads, through the parser, nothing encoded: the engine's own rate."""
     parser = LogParser()
-    count = 0
-    records = 0
-    events = 0
-    with path.open(encoding="utf-8", errors="replace", newline="\n") as handle:
-        for line in handle:
-            count += 1
-            new_records, new_events = parser.feed(line.rstrip("\r\n"))
-            records += len(new_records)
-            events += len(new_events)
+    count = records = events = 0
+    for lines in iter_log_blocks(open_log(str(path)), str(path)):
+        count += len(lines)
+        new_records, new_events = parser.feed_block(lines)
+        records += len(new_records)
+        events += len(new_events)
     new_records, new_events = parser.finish()
     return Outcome(count, records + len(new_records), events + len(new_events), parser.format)
 
 
 def per_folder(min_lines: int = 20_000) -> list[tuple[str, int, float]]:
-    """(folder, lines, seconds) for the engine over each fixture folder's logs repeated to ``min_lines``."""
+    """(folder, lines, seconds) for the parser over each fixture folder's logs repeated to ``min_lines``."""
     results = []
     for folder in sorted(path for path in FIXTURES.iterdir() if path.is_dir()):
         lines: list[str] = []
@@ -131,25 +156,41 @@ def per_folder(min_lines: int = 20_000) -> list[tuple[str, int, float]]:
             continue
         lines = lines * max(1, min_lines // len(lines))
         best = float("inf")
-        for _ in range(2):
+        for _ in range(3):
             parser = LogParser()
             start = time.perf_counter()
-            for line in lines:
-                parser.feed(line)
+            for at in range(0, len(lines), 4096):
+                parser.feed_block(lines[at : at + 4096])
             parser.finish()
             best = min(best, time.perf_counter() - start)
         results.append((folder.name, len(lines), best))
     return results
 
 
-def _median_seconds(run: Callable[[Path], Outcome], path: Path, repeat: int) -> tuple[float, Outcome]:
-    times = []
-    outcome = Outcome(0)
+def _interleaved_medians(
+    runs: Mapping[str, Callable[[Path], Outcome]], path: Path, repeat: int
+) -> dict[str, tuple[float, Outcome]]:
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    outcomes: dict[str, Outcome] = {}
     for _ in range(repeat):
-        start = time.perf_counter()
-        outcome = run(path)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), outcome
+        for label, run in runs.items():
+            start = time.perf_counter()
+            outcomes[label] = run(path)
+            times[label].append(time.perf_counter() - start)
+    return {label: (statistics.median(times[label]), outcomes[label]) for label in runs}
+
+
+def _cli_seconds(path: Path) -> float:
+    command = [sys.executable, "-m", "trainmon_tui", "parse-log", str(path), "--json"]
+    start = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        subprocess.run(command, stdout=sink, check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -162,26 +203,45 @@ def main() -> None:
 
     path = build_input(args.lines)
     size_mb = path.stat().st_size / 1e6
-    bare_s, bare = _median_seconds(bare_read, path, args.repeat)
-    full_s, full = _median_seconds(full_parse, path, args.repeat)
-    lines, records, events, detected = full
-    if lines != bare.lines:
-        raise SystemExit(f"line counts differ: bare {bare.lines}, engine {lines}")
+    print(f"load average before: {_load()}")
+    runs = {
+        "bare `for line in file`": bare_read,
+        "parse-log --json (parser + JSON)": parse_log_json,
+        "parser alone (feed_block)": parser_only,
+        "parse-log, text summary": parse_log_text,
+    }
+    results = _interleaved_medians(runs, path, args.repeat)
+    cli_s = _cli_seconds(path)
+    lines, records, events, detected = results["parser alone (feed_block)"][1]
+    if lines != results["bare `for line in file`"][1].lines:
+        raise SystemExit(
+            f"line counts differ: bare {results['bare `for line in file`'][1].lines}, parser {lines}"
+        )
 
+    print(f"load average after:  {_load()}")
     print(
         f"input: {path.relative_to(ROOT)} ({lines:,} lines, {size_mb:.1f} MB); median of {args.repeat} runs"
     )
-    print(f"engine output: {records:,} records, {events:,} events, format of the whole file: {detected}")
+    print(f"parser output: {records:,} records, {events:,} events, format of the whole file: {detected}")
     print()
-    print("| loop | median s | lines/s | us/line |")
-    print("|---|---:|---:|---:|")
-    for label, seconds in (("bare `for line in file`", bare_s), ("LogParser (parse-log)", full_s)):
-        print(f"| {label} | {seconds:.3f} | {lines / seconds:,.0f} | {seconds / lines * 1e6:.2f} |")
+    bare_s = results["bare `for line in file`"][0]
+    print("| loop | median s | lines/s | us/line | x bare loop |")
+    print("|---|---:|---:|---:|---:|")
+    for label, (seconds, _) in results.items():
+        print(
+            f"| {label} | {seconds:.3f} | {lines / seconds:,.0f} | {seconds / lines * 1e6:.2f} "
+            f"| {seconds / bare_s:.1f} |"
+        )
+    print(
+        f"| `trainmon-tui parse-log FILE --json > /dev/null` (subprocess, once, wall) | {cli_s:.3f} "
+        f"| {lines / cli_s:,.0f} | {cli_s / lines * 1e6:.2f} | {cli_s / bare_s:.1f} |"
+    )
     print()
-    print(f"engine / bare time ratio: {full_s / bare_s:.1f}x; target >= 250,000 lines/s: ", end="")
-    print("met" if lines / full_s >= 250_000 else "NOT met")
+    json_rate = lines / results["parse-log --json (parser + JSON)"][0]
+    verdict = "met" if json_rate >= TARGET_LINES_PER_S else "NOT met"
+    print(f"target >= {TARGET_LINES_PER_S:,} lines/s for parse-log --json: {verdict} ({json_rate:,.0f})")
     print()
-    print("| fixture folder | lines | us/line |")
+    print("| fixture folder | lines | us/line (parser alone) |")
     print("|---|---:|---:|")
     for folder, count, seconds in per_folder():
         print(f"| {folder} | {count:,} | {seconds / count * 1e6:.2f} |")

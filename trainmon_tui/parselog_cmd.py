@@ -1,19 +1,23 @@
 """`trainmon-tui parse-log`: stream one log through the parser and print what it read, as text or JSON.
 
-Streams: records are written (JSON) or folded into a per-rank summary (text) as they come, so memory does not grow
-with the size of the log. Everything printed that came from the log is made inert and has its secrets masked.
+Streams: records are written (JSON) or folded into a per-rank summary (text) as they come, so memory does not
+grow with the size of the log. Everything printed that came from the log is made inert and has its secrets
+masked.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from itertools import chain
 from typing import IO, Any
 
 from trainmon_tui.analysis.eta import Eta, estimate_eta
@@ -24,6 +28,8 @@ from trainmon_tui.sanitize import clean_remote_text
 # Enough (time, step) points for a robust recent rate, few enough to stay small for any log.
 _ETA_POINTS = 4096
 _MAX_EVENTS_SHOWN = 50
+# Characters read per block: about ten thousand lines of a typical log, a few MB of memory at most.
+_CHUNK_CHARS = 1 << 20
 
 
 class LogReadError(Exception):
@@ -33,8 +39,8 @@ class LogReadError(Exception):
 def open_log(path: str) -> IO[str]:
     """Open a log for reading (``-`` is standard input); a failure is a one-line LogReadError.
 
-    Lines are split on ``\\n`` only: tqdm redraws with a bare ``\\r``, and Python's universal newlines would turn
-    every redraw into a line of its own and shift line numbers away from what ``wc -l`` and editors show.
+    Lines are split on ``\\n`` only: tqdm redraws with a bare ``\\r``, and Python's universal newlines would
+    turn every redraw into a line of its own and shift line numbers away from what ``wc -l`` and editors show.
     """
     try:
         if path == "-":
@@ -46,12 +52,37 @@ def open_log(path: str) -> IO[str]:
 
 def iter_log_lines(stream: IO[str], path: str) -> Iterator[str]:
     """Physical lines without their line ending; closes the stream when done."""
+    for block in iter_log_blocks(stream, path):
+        yield from block
+
+
+def iter_log_blocks(stream: IO[str], path: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[list[str]]:
+    """Physical lines without their line ending, many at a time; closes the stream when done.
+
+    The same lines as ``for line in stream`` with ``line.rstrip("\\r\\n")``, read a chunk at a time and split
+    in one C call each: iterating a text file costs more per line than the parser spends on many lines.
+    """
     with stream:
+        carry = ""
         try:
-            for line in stream:
-                yield line.rstrip("\r\n")
+            while True:
+                chunk = stream.read(chunk_chars)
+                if not chunk:
+                    break
+                text = carry + chunk if carry else chunk
+                lines = text.split("\n")
+                carry = lines.pop()
+                if "\r" in text:
+                    # Only a line's end loses its \r: the ones inside are tqdm redraws the parser reads.
+                    lines = [line.rstrip("\r") for line in lines]
+                if lines:
+                    yield lines
         except OSError as exc:
             raise LogReadError(f"{path}: read failed: {exc.strerror or exc}") from None
+        if carry:
+            # The last line had no newline; a file iterator yields it too (unless it is empty).
+            carry = carry.rstrip("\r")
+            yield [carry]
 
 
 def _json_number(value: float) -> float | str:
@@ -76,8 +107,119 @@ def record_to_json(record: LogRecord) -> dict[str, Any]:
     }
 
 
+# The fields of a record before its metrics, in record_to_json's order.
+_FIXED_FIELDS = operator.attrgetter(
+    "line", "rank", "step", "total_steps", "epoch", "total_epochs", "batch", "batches_per_epoch"
+)
+_EPOCH = operator.attrgetter("epoch")
+_METRICS = operator.attrgetter("metrics")
+_not_none = partial(operator.is_not, None)
+# NUL never occurs in what the templates format (numbers, None, checked metric names): it separates records.
+_FIXED_TEMPLATE = (
+    '{"line": %r, "rank": %r, "step": %r, "total_steps": %r, "epoch": %r, "total_epochs": %r, "batch": %r, '
+    '"batches_per_epoch": %r, "metrics": {\0'
+)
+_MAX_PLAIN_NAMES = 4096
+
+
+class RecordEncoder:
+    """The JSON text of records, exactly ``json.dumps(record_to_json(record))``, formatted a block at a time.
+
+    json.dumps spends most of its time per dict key; here one ``%`` over a template repeated for every record
+    of a block formats them all in one C call. That needs what the template cannot express to be absent: it
+    holds for metric names already seen to need neither sanitising nor JSON escaping ("plain"), and for an
+    epoch that is a finite number or None (json writes ``NaN`` where ``%r`` writes ``nan``). A record with
+    anything else goes through json.dumps. Metric values that are not finite are quoted, as record_to_json
+    does.
+    """
+
+    def __init__(self) -> None:
+        self._plain: set[str] = set()
+        self._metric_templates: list[str] = []
+
+    def encode(self, records: Sequence[LogRecord]) -> list[str]:
+        """The JSON text of each record, in order."""
+        if not records:
+            return []
+        all_metrics = list(map(_METRICS, records))
+        plain = self._plain
+        if not plain.issuperset(chain.from_iterable(all_metrics)):
+            self._learn_names(all_metrics)
+        epoch_sum = sum(filter(_not_none, map(_EPOCH, records)))
+        if epoch_sum - epoch_sum == 0 and plain.issuperset(chain.from_iterable(all_metrics)):
+            try:
+                return self._format(records, all_metrics)
+            except TypeError:
+                # Metrics held in a mapping that is not a dict (LogRecord allows any Mapping).
+                return [json.dumps(record_to_json(record)) for record in records]
+        # Some record needs json.dumps: format the runs of records between such ones.
+        texts: list[str] = []
+        run: list[LogRecord] = []
+        for record in records:
+            epoch = record.epoch
+            if plain.issuperset(record.metrics) and (epoch is None or epoch - epoch == 0):
+                run.append(record)
+                continue
+            if run:
+                texts += self.encode(run)
+                run = []
+            texts.append(json.dumps(record_to_json(record)))
+        if run:
+            texts += self.encode(run)
+        return texts
+
+    def _format(self, records: Sequence[LogRecord], all_metrics: list[Any]) -> list[str]:
+        fixed = (_FIXED_TEMPLATE * len(records)) % tuple(chain.from_iterable(map(_FIXED_FIELDS, records)))
+        # Only a None field prints "None": numbers cannot, and plain names never hold it.
+        fixed_parts = fixed.replace("None", "null").split("\0")
+        templates = self._templates_for(max(map(len, all_metrics)))
+        metrics_template = "".join(map(templates.__getitem__, map(len, all_metrics)))
+        names_and_values = tuple(chain.from_iterable(chain.from_iterable(map(dict.items, all_metrics))))
+        metrics_text = metrics_template % names_and_values
+        value_sum = sum(chain.from_iterable(map(dict.values, all_metrics)))
+        if value_sum - value_sum != 0:
+            # A value is nan or ±inf: record_to_json writes it as a string. A plain name holds no ":", so
+            # ": nan" and ": inf" can only be such a value.
+            metrics_text = metrics_text.replace(": nan", ': "nan"').replace(": inf", ': "inf"')
+            metrics_text = metrics_text.replace(": -inf", ': "-inf"')
+        return list(map(str.__add__, fixed_parts, metrics_text.split("\0")))[: len(records)]
+
+    def _learn_names(self, all_metrics: list[Any]) -> None:
+        plain = self._plain
+        for metrics in all_metrics:
+            for name in metrics:
+                if name not in plain and len(plain) < _MAX_PLAIN_NAMES and _is_plain_name(name):
+                    plain.add(name)
+
+    def _templates_for(self, count: int) -> list[str]:
+        templates = self._metric_templates
+        while len(templates) <= count:
+            templates.append(", ".join(['"%s": %r'] * len(templates)) + "}}\0")
+        return templates
+
+
+def _is_plain_name(name: str) -> bool:
+    """A metric name that JSON and sanitising leave as it is, and that cannot be mistaken for the template's
+    own text ("None", ": ", NUL)."""
+    return (
+        type(name) is str
+        and name.isascii()
+        and name.isprintable()
+        and "None" not in name
+        and ":" not in name
+        and "%" not in name
+        and json.dumps(name) == '"' + name + '"'
+        and clean_remote_text(name) == name
+    )
+
+
 def event_to_json(event: LogEvent) -> dict[str, Any]:
-    return {"line": event.line, "rank": event.rank, "kind": str(event.kind), "text": clean_remote_text(event.text)}
+    return {
+        "line": event.line,
+        "rank": event.rank,
+        "kind": str(event.kind),
+        "text": clean_remote_text(event.text),
+    }
 
 
 @dataclass(slots=True)
@@ -171,9 +313,9 @@ def _default_rank(path: str) -> int | None:
 def summarise(path: str) -> ParseSummary:
     parser = LogParser(default_rank=_default_rank(path))
     summary = ParseSummary(path=path)
-    for line in iter_log_lines(open_log(path), path):
-        summary.lines += 1
-        records, events = parser.feed(line)
+    for lines in iter_log_blocks(open_log(path), path):
+        summary.lines += len(lines)
+        records, events = parser.feed_block(lines)
         if records or events:
             summary.absorb(records, events)
     summary.absorb(*parser.finish())
@@ -183,21 +325,22 @@ def summarise(path: str) -> ParseSummary:
 
 def write_json(path: str, out: IO[str]) -> None:
     """Stream ``{"records": [...], "events": [...], "format": ...}``: records are written as they are read."""
-    lines = iter_log_lines(open_log(path), path)
+    blocks = iter_log_blocks(open_log(path), path)
     parser = LogParser(default_rank=_default_rank(path))
+    encoder = RecordEncoder()
     events: list[dict[str, Any]] = []
     out.write('{"records": [')
     first = True
 
     def emit(records: list[LogRecord], new_events: list[LogEvent]) -> None:
         nonlocal first
-        for record in records:
-            out.write(("\n  " if first else ",\n  ") + json.dumps(record_to_json(record)))
+        if records:
+            out.write(("\n  " if first else ",\n  ") + ",\n  ".join(encoder.encode(records)))
             first = False
         events.extend(event_to_json(e) for e in new_events)
 
-    for line in lines:
-        records, new_events = parser.feed(line)
+    for lines in blocks:
+        records, new_events = parser.feed_block(lines)
         if records or new_events:
             emit(records, new_events)
     emit(*parser.finish())
@@ -243,7 +386,8 @@ def _progress_text(rank: RankSummary) -> str:
         parts.append(f"epoch {epoch}" + (f"/{rank.total_epochs}" if rank.total_epochs is not None else ""))
     if rank.batch is not None:
         parts.append(
-            f"batch {rank.batch}" + (f"/{rank.batches_per_epoch}" if rank.batches_per_epoch is not None else "")
+            f"batch {rank.batch}"
+            + (f"/{rank.batches_per_epoch}" if rank.batches_per_epoch is not None else "")
         )
     return "  ".join(parts) if parts else "no progress fields"
 
@@ -277,7 +421,8 @@ def write_text(summary: ParseSummary, out: IO[str]) -> None:
     clean = clean_remote_text
     out.write(f"file     {clean(summary.path)}\n")
     out.write(f"format   {summary.format or 'unknown (no known training-log lines)'}\n")
-    out.write(f"lines    {summary.lines}   records {summary.record_count}   events {sum(summary.event_counts.values())}\n")
+    event_total = sum(summary.event_counts.values())
+    out.write(f"lines    {summary.lines}   records {summary.record_count}   events {event_total}\n")
     known_ranks = sorted(r for r in summary.ranks if r is not None)
     rank_list = ", ".join(str(r) for r in known_ranks) if known_ranks else "none named"
     out.write(f"ranks    {rank_list}\n")
@@ -294,8 +439,8 @@ def write_text(summary: ParseSummary, out: IO[str]) -> None:
         counts = ", ".join(f"{kind} x{n}" for kind, n in sorted(summary.event_counts.items()))
         out.write(f"\nevents   {counts}\n")
         for event in summary.events:
-            rank = "" if event.rank is None else f" rank {event.rank}"
-            out.write(f"  line {event.line}{rank}  {event.kind}: {clean(event.text)}\n")
+            about = "" if event.rank is None else f" rank {event.rank}"
+            out.write(f"  line {event.line}{about}  {event.kind}: {clean(event.text)}\n")
         hidden = sum(summary.event_counts.values()) - len(summary.events)
         if hidden > 0:
             out.write(f"  ... and {hidden} more (see --json)\n")

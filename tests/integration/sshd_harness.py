@@ -86,6 +86,9 @@ def _run(argv: list[str]) -> None:
 
 def _keygen(path: Path, comment: str) -> str:
     """A new ed25519 key pair at path; returns the public key line."""
+    # A retried start can land on a port used before: ssh-keygen would ask before overwriting, and fail.
+    for old in (path, Path(f"{path}.pub")):
+        old.unlink(missing_ok=True)
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
     return Path(f"{path}.pub").read_text().strip()
 

@@ -1,5 +1,4 @@
-"""`trainmon-tui parse-log` as a user runs it: real logs in, the documented text and JSON out, clean errors.
-"""
+"""`trainmon-tui parse-log` as a user runs it: real logs in, documented text and JSON out, clean errors."""
 
 from __future__ import annotations
 

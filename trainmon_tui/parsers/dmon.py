@@ -4,13 +4,19 @@ dmon prints a `# gpu ...` header naming its columns, a `# Idx ...` units line, t
 interval. Which columns appear depends on the driver and on the `-s` groups and `-o D/T` options, so nothing
 here assumes a layout: the latest header decides which token goes where. A line that does not fit the current
 header (blank, foreign program output, a truncated row) yields None and never raises.
+
+A collector feeds every GPU of every host through here once a second, so a row costs one split, one float()
+per numeric cell and one GpuSample: the header is compiled into token positions once (and a header printed
+again, as dmon does, is recognised by its text), and the memory total, UUID, name and power limit that dmon
+does not print are filled in while the sample is built rather than by copying it afterwards.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -53,6 +59,16 @@ _UNITS_MARKER = "idx"
 _PMON_MARKER = "pid"
 _UNKNOWN_VALUES = frozenset({"-", "N/A"})
 _EMPTY_EXTRA: Mapping[str, float | None] = MappingProxyType({})
+# float() reads "nan", "inf", "infinity" (any case) and "1_000", none of which dmon prints, and "N/A" needs
+# its own reading: a row without these characters can take the plain float() path.
+_SLOW_PATH_CHARACTERS = ("n", "N", "_")
+# ... where the only non-finite value left is an overflow ("1e999", or 400 digits).
+_INFINITIES = (math.inf, -math.inf)
+# Distinct comment lines (headers, units lines) remembered once read; dmon repeats the same two.
+_MAX_REMEMBERED_COMMENTS = 16
+# Distinct cell texts remembered with their value: dmon values repeat (0 %, a clock, a temperature).
+_MAX_REMEMBERED_VALUES = 1024
+_NOT_KNOWN: tuple[None, None, None, None] = (None, None, None, None)
 
 _TOKEN = re.compile(r"\S+")
 _PCI_BUS_ID = re.compile(r"(?:([0-9A-Fa-f]{1,8}):)?([0-9A-Fa-f]{1,2}):([0-9A-Fa-f]{1,2})\.([0-7])")
@@ -81,6 +97,21 @@ def _number(token: str) -> float | None:
     return value
 
 
+class _CellValues(dict[str, float | None]):
+    """Cell text -> value for rows on the plain float() path, computed once per distinct text.
+
+    Looked up with ``map(values.__getitem__, cells)``, so a known text costs a C-level dict lookup; a new
+    one goes through float() (ValueError for text that is not a number, as before).
+    """
+
+    def __missing__(self, cell: str) -> float | None:
+        if len(self) >= _MAX_REMEMBERED_VALUES:
+            self.clear()
+            self["-"] = None
+        value = self[cell] = float(cell)
+        return value
+
+
 def _is_date(token: str) -> bool:
     return len(token) == 8 and token.isascii() and token.isdigit()
 
@@ -88,6 +119,17 @@ def _is_date(token: str) -> bool:
 def _is_time(token: str) -> bool:
     digits = token.replace(":", "")
     return len(token) == 8 and token[2] == ":" and token[5] == ":" and digits.isascii() and digits.isdigit()
+
+
+def _getter(positions: Sequence[int]) -> Callable[[Sequence[str]], tuple[str, ...]]:
+    """The items at ``positions`` as one tuple, picked in C (itemgetter returns a bare item for one)."""
+    if not positions:
+        return lambda _: ()
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda items: (items[only],)
+    getter: Callable[[Sequence[str]], tuple[str, ...]] = operator.itemgetter(*positions)
+    return getter
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +140,14 @@ class _Layout:
     gpu_at: int
     date_at: int | None
     time_at: int | None
-    # Token position of each GpuSample field in _SAMPLE_FIELDS order; None when the header lacks it.
-    field_at: tuple[int | None, ...]
-    extra_at: tuple[tuple[str, int], ...]
+    # The numeric cells of a row, in reading order: the GpuSample fields the header has, then the extras.
+    numeric_cells: Callable[[Sequence[str]], tuple[str, ...]]
+    # The eight GpuSample fields (_SAMPLE_FIELDS order) out of the numeric values with a None appended:
+    # a field the header lacks points at that None.
+    sample_fields: Callable[[Sequence[float | None]], tuple[float | None, ...]]
+    extra_names: tuple[str, ...]
+    # Where the extras start among the numeric values.
+    extras_from: int
     # Column right edges (character offsets), for rows whose values touch and so do not split on spaces.
     right_edges: tuple[int, ...]
 
@@ -122,16 +169,25 @@ class _Layout:
         for at, name in enumerate(names):
             field = _FIELD_BY_COLUMN.get(name)
             if field is not None:
+                # Of two columns for one field (`temp` and `gtemp`) the rightmost is read.
                 field_at[field] = at
             elif name not in (_GPU_COLUMN, _DATE_COLUMN, _TIME_COLUMN):
+                # A repeated extra name is read twice and its rightmost value kept.
                 extra_at.append((name, at))
+        present = [field for field in _SAMPLE_FIELDS if field in field_at]
+        numeric_at = [field_at[field] for field in present] + [at for _, at in extra_at]
+        unknown = len(numeric_at)  # the None appended after the numeric values
         return cls(
             names=names,
             gpu_at=names.index(_GPU_COLUMN),
             date_at=names.index(_DATE_COLUMN) if _DATE_COLUMN in names else None,
             time_at=names.index(_TIME_COLUMN) if _TIME_COLUMN in names else None,
-            field_at=tuple(field_at.get(field) for field in _SAMPLE_FIELDS),
-            extra_at=tuple(extra_at),
+            numeric_cells=_getter(numeric_at),
+            sample_fields=operator.itemgetter(
+                *(present.index(field) if field in field_at else unknown for field in _SAMPLE_FIELDS)
+            ),
+            extra_names=tuple(name for name, _ in extra_at),
+            extras_from=len(present),
             right_edges=right_edges,
         )
 
@@ -173,6 +229,26 @@ def _header_tokens(line: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     return tuple(names), tuple(edges)
 
 
+@dataclass(frozen=True, slots=True)
+class _Comment:
+    """What one comment line does to the layout, worked out once per distinct line."""
+
+    is_header: bool
+    # The layout a header puts in force; None for a pmon header, which ends the dmon table.
+    header: _Layout | None
+    # A units line (`# Idx W C ...`) and where its names end: it widens a header of as many columns.
+    is_units: bool
+    edges: tuple[int, ...]
+
+    @classmethod
+    def of(cls, line: str) -> _Comment:
+        names, edges = _header_tokens(line)
+        header = _Layout.from_header(names, edges)
+        if header is not None:
+            return cls(True, None if _PMON_MARKER in names else header, False, edges)
+        return cls(False, None, _UNITS_MARKER in names, edges)
+
+
 class DmonParser:
     """Streaming `nvidia-smi dmon` reader: feed it lines, get a GpuSample for each GPU row.
 
@@ -180,11 +256,26 @@ class DmonParser:
     dmon normally prints the GPU index in the `gpu` column; where it prints a PCI bus id instead, the id is
     looked up in `gpu_index_by_bus_id` when given (ids not in it are dropped), else GPUs are numbered in
     the order their ids first appear, which is index order when dmon watches every GPU.
+
+    dmon prints no memory total, UUID, name or power limit: `inventory` (GPU index -> a reading that has
+    them, such as a `--query-gpu` row) supplies them to that GPU's samples; :meth:`set_inventory` replaces it.
     """
 
-    __slots__ = ("_bus_order", "_gpu_index_by_bus_id", "_layout")
+    __slots__ = (
+        "_bus_order",
+        "_comments",
+        "_gpu_index_by_bus_id",
+        "_inventory",
+        "_layout",
+        "_values",
+        "_widened",
+    )
 
-    def __init__(self, gpu_index_by_bus_id: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        gpu_index_by_bus_id: Mapping[str, int] | None = None,
+        inventory: Mapping[int, GpuSample] | None = None,
+    ) -> None:
         self._layout: _Layout | None = None
         self._gpu_index_by_bus_id: dict[str, int] | None = None
         if gpu_index_by_bus_id is not None:
@@ -194,44 +285,69 @@ class DmonParser:
                 if normalised is not None:
                     self._gpu_index_by_bus_id[normalised] = index
         self._bus_order: dict[str, int] = {}
+        self._comments: dict[str, _Comment] = {}
+        # The latest units line applied: (layout before it, the line, layout after it).
+        self._widened: tuple[_Layout, str, _Layout] | None = None
+        self._values = _CellValues({"-": None})
+        self._inventory: dict[int, tuple[float | None, float | None, str | None, str | None]] = {}
+        if inventory is not None:
+            self.set_inventory(inventory)
 
     @property
     def columns(self) -> tuple[str, ...] | None:
         """The column names of the header in force (lower-case, as printed), or None before any header."""
         return None if self._layout is None else self._layout.names
 
+    def set_inventory(self, inventory: Mapping[int, GpuSample]) -> None:
+        """From now on, fill each GPU's memory total, UUID, name and power limit from ``inventory``."""
+        known: dict[int, tuple[float | None, float | None, str | None, str | None]] = {}
+        for index, sample in inventory.items():
+            fields = (sample.fb_total_mib, sample.power_limit_w, sample.uuid, sample.name)
+            if fields != _NOT_KNOWN:
+                known[index] = fields
+        self._inventory = known
+
     def feed(self, line: str) -> GpuSample | None:
         """Read one line of dmon output; a GpuSample for a GPU row, None for anything else."""
-        stripped = line.lstrip()
-        if not stripped:
+        tokens = line.split()
+        if not tokens:
             return None
-        if stripped[0] == "#":
+        if tokens[0][0] == "#":
             self._read_comment(line)
             return None
         layout = self._layout
         if layout is None:
             return None
-        tokens = line.split()
-        if len(tokens) != layout.width:
-            if len(tokens) > layout.width:
+        if len(tokens) != len(layout.names):
+            if len(tokens) > len(layout.names):
                 return None
             touching = layout.cut_touching(line.rstrip("\r\n"))
             if touching is None:
                 return None
             tokens = touching
         try:
-            return self._sample(layout, tokens)
+            return self._sample(layout, tokens, line)
         except ValueError:
             return None
 
     def _read_comment(self, line: str) -> None:
-        names, edges = _header_tokens(line)
-        header = _Layout.from_header(names, edges)
-        if header is not None:
-            # A pmon header ends the dmon table: its rows must not be read under the previous dmon header.
-            self._layout = None if _PMON_MARKER in names else header
-        elif _UNITS_MARKER in names and self._layout is not None and len(names) == self._layout.width:
-            self._layout = self._layout.widened(edges)
+        comment = self._comments.get(line)
+        if comment is None:
+            comment = _Comment.of(line)
+            if len(self._comments) >= _MAX_REMEMBERED_COMMENTS:
+                self._comments.clear()
+            self._comments[line] = comment
+        if comment.is_header:
+            self._layout = comment.header
+            return
+        before = self._layout
+        if comment.is_units and before is not None and len(comment.edges) == len(before.names):
+            widened = self._widened
+            if widened is not None and widened[0] is before and widened[1] == line:
+                self._layout = widened[2]
+            else:
+                self._layout = before.widened(comment.edges)
+                self._widened = (before, line, self._layout)
 
     def _gpu_index(self, token: str) -> int | None:
         if token.isascii() and token.isdigit():
@@ -243,10 +359,53 @@ class DmonParser:
             return self._gpu_index_by_bus_id.get(bus_id)
         return self._bus_order.setdefault(bus_id, len(self._bus_order))
 
-    def _sample(self, layout: _Layout, tokens: list[str]) -> GpuSample | None:
+    def _sample(self, layout: _Layout, tokens: list[str], line: str) -> GpuSample | None:
         gpu = self._gpu_index(tokens[layout.gpu_at])
         if gpu is None:
             return None
+        printed: str | None = None
+        if layout.date_at is not None or layout.time_at is not None:
+            printed = self._printed_time(layout, tokens)
+            if printed is None:
+                return None
+        cells = layout.numeric_cells(tokens)
+        values: list[float | None]
+        if any(character in line for character in _SLOW_PATH_CHARACTERS):
+            values = [_number(cell) for cell in cells]
+        else:
+            values = list(map(self._values.__getitem__, cells))
+            if _INFINITIES[0] in values or _INFINITIES[1] in values:
+                return None
+        extra_names = layout.extra_names
+        extra = (
+            MappingProxyType(dict(zip(extra_names, values[layout.extras_from :], strict=True)))
+            if extra_names
+            else _EMPTY_EXTRA
+        )
+        values.append(None)
+        sm, mem, fb, pwr, gtemp, mtemp, pclk, mclk = layout.sample_fields(values)
+        fb_total, power_limit, uuid, name = self._inventory.get(gpu, _NOT_KNOWN)
+        return GpuSample(
+            gpu=gpu,
+            sm_pct=sm,
+            mem_util_pct=mem,
+            fb_used_mib=fb,
+            fb_total_mib=fb_total,
+            power_w=pwr,
+            power_limit_w=power_limit,
+            gpu_temp_c=gtemp,
+            mem_temp_c=mtemp,
+            sm_clock_mhz=pclk,
+            mem_clock_mhz=mclk,
+            uuid=uuid,
+            name=name,
+            printed_time=printed,
+            extra=extra,
+        )
+
+    @staticmethod
+    def _printed_time(layout: _Layout, tokens: list[str]) -> str | None:
+        """The row's date and/or time as printed, or None when they are not a date and a time."""
         printed: list[str] = []
         if layout.date_at is not None:
             if not _is_date(tokens[layout.date_at]):
@@ -256,23 +415,7 @@ class DmonParser:
             if not _is_time(tokens[layout.time_at]):
                 return None
             printed.append(tokens[layout.time_at])
-        sm, mem, fb, pwr, gtemp, mtemp, pclk, mclk = (
-            None if at is None else _number(tokens[at]) for at in layout.field_at
-        )
-        extra = {name: _number(tokens[at]) for name, at in layout.extra_at}
-        return GpuSample(
-            gpu=gpu,
-            sm_pct=sm,
-            mem_util_pct=mem,
-            fb_used_mib=fb,
-            power_w=pwr,
-            gpu_temp_c=gtemp,
-            mem_temp_c=mtemp,
-            sm_clock_mhz=pclk,
-            mem_clock_mhz=mclk,
-            printed_time=" ".join(printed) if printed else None,
-            extra=MappingProxyType(extra) if extra else _EMPTY_EXTRA,
-        )
+        return " ".join(printed)
 
 
 def parse_dmon(text: str) -> list[GpuSample]:

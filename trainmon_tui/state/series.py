@@ -36,7 +36,7 @@ import operator
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import filterfalse
+from itertools import compress, filterfalse
 from typing import Any, NamedTuple, cast
 
 _NAN = math.nan
@@ -45,6 +45,8 @@ isfinite = math.isfinite
 # Bucket counts are stored as unsigned 32-bit integers.
 _MAX_COUNT = 0xFFFFFFFF
 MAX_FIELDS = 32
+# Distinct presence masks whose newest row a series keeps before folding them into per-field values.
+_MAX_NEWEST_ROWS = 8
 
 # Per-field statistics of a set of samples: (count, low, mean, high, last). count == 0 means "no value".
 _Stat = tuple[int, float, float, float, float]
@@ -381,17 +383,17 @@ class TieredSeries:
     """
 
     __slots__ = (
+        "_bits",
         "_fields",
         "_first_t",
         "_full_mask",
-        "_full_t",
-        "_full_values",
         "_index",
-        "_last_t",
-        "_last_v",
+        "_last",
         "_mask",
+        "_newest_rows",
         "_newest_t",
         "_nfields",
+        "_nones",
         "_pending",
         "_pending_key",
         "_raw_capacity",
@@ -450,12 +452,14 @@ class TieredSeries:
             )
             previous = tier.width_s
         self._tiers = tiers
-        # Newest value of each field and its time. Rows where every field is present only record the row
-        # (the common case, kept cheap); rows with gaps update the per-field lists.
-        self._full_values: Sequence[float | None] = ()
-        self._full_t = -math.inf
-        self._last_v: list[float] = [_NAN] * nfields
-        self._last_t: list[float] = [-math.inf] * nfields
+        # The newest value of each field is not written per field on every append: the newest row of each
+        # presence mask is kept as (row number, time, values) - a GPU's mask rarely changes, so that is
+        # one dict store - and folded into the per-field (row number, time, value) list when too many
+        # masks pile up. last() looks at both.
+        self._newest_rows: dict[int, tuple[int, float, tuple[float | None, ...]]] = {}
+        self._last: list[tuple[int, float, float] | None] = [None] * nfields
+        self._bits = tuple(1 << f for f in range(nfields))
+        self._nones = (None,) * nfields
         self._view: SeriesView | None = None
 
     # ----------------------------------------------------------------------------------------------- writing
@@ -478,27 +482,20 @@ class TieredSeries:
         elif self._pending >= self._raw_capacity:
             # The raw ring is about to overwrite a row not yet counted in the first tier.
             self._flush()
+        row = self._rows_total
         stored: Sequence[float]
         if None in values:
-            mask = 0
-            row: list[float] = []
-            last_v = self._last_v
-            last_t = self._last_t
-            for f, v in enumerate(values):
-                if v is None:
-                    row.append(0.0)
-                else:
-                    row.append(v)
-                    mask |= 1 << f
-                    last_v[f] = float(v)
-                    last_t[f] = t
-            stored = row
+            # The presence bits (C-level loops) and the row as stored: 0.0 where unknown, as the mask says.
+            mask = sum(compress(self._bits, map(operator.is_not, values, self._nones)))
+            stored = [0.0 if v is None else v for v in values]
         else:
             mask = self._full_mask
             stored = cast(Sequence[float], values)  # no None in it: checked above
-            # Kept by reference as the newest full row; a tuple cannot change under us.
-            self._full_values = values if type(values) is tuple else tuple(values)
-            self._full_t = t
+        newest_rows = self._newest_rows
+        if mask not in newest_rows and len(newest_rows) >= _MAX_NEWEST_ROWS:
+            self._fold_newest_rows()
+        # Kept by reference; a tuple cannot change under us.
+        newest_rows[mask] = (row, t, values if type(values) is tuple else tuple(values))
         raw_t = self._raw_t
         if len(raw_t) < self._raw_capacity:
             raw_t.append(t)
@@ -511,20 +508,29 @@ class TieredSeries:
                 self._raw_v = array(self._typecode, self._raw_v)
         else:
             slot = self._raw_start
-            self._raw_start = (slot + 1) % self._raw_capacity
+            self._raw_start = slot + 1 if slot + 1 < self._raw_capacity else 0
             self._raw_dropped_t = raw_t[slot]
             raw_t[slot] = t
             self._mask[slot] = mask
-            at = slot * nfields
-            raw_v = self._raw_v
-            for v in stored:
-                raw_v[at] = v
-                at += 1
+            if nfields == 1:
+                self._raw_v[slot] = stored[0]
+            else:
+                at = slot * nfields
+                self._raw_v[at : at + nfields] = array(self._typecode, stored)
         if self._first_t is None:
             self._first_t = t
         self._newest_t = t
         self._pending += 1
-        self._rows_total += 1
+        self._rows_total = row + 1
+
+    def _fold_newest_rows(self) -> None:
+        """Move the newest row of every presence mask into the per-field newest values."""
+        last = self._last
+        for row, t, values in sorted(self._newest_rows.values(), key=operator.itemgetter(0)):
+            for f, value in enumerate(values):
+                if value is not None:
+                    last[f] = (row, t, float(value))
+        self._newest_rows.clear()
 
     def _flush(self) -> None:
         """Count the pending raw rows into the first tier's open bucket."""
@@ -547,8 +553,10 @@ class TieredSeries:
         if not parts:
             return [_EMPTY] * nfields
         block, masks = parts[0] if len(parts) == 1 else (parts[0][0] + parts[1][0], parts[0][1] + parts[1][1])
-        if masks.count(self._full_mask) == n:
-            return [_stat_of_values(block[f::nfields]) for f in range(nfields)]
+        same = masks[0]
+        if masks.count(same) == n:
+            # Every row has the same fields (a GPU that never reports memory temperature): whole columns.
+            return [_stat_of_values(block[f::nfields]) if same & (1 << f) else _EMPTY for f in range(nfields)]
         out: list[_Stat] = []
         for f in range(nfields):
             bit = 1 << f
@@ -715,14 +723,12 @@ class TieredSeries:
     def last(self, field: str) -> tuple[float, float] | None:
         """The newest value of ``field`` and its time (NaN included), or None if it never had a value."""
         f = self.field_index(field)
-        partial_t = self._last_t[f]
-        if self._full_t >= partial_t and self._full_t > -math.inf:
-            value = self._full_values[f]
-            assert value is not None  # rows recorded as full have every field
-            return (self._full_t, float(value))
-        if partial_t > -math.inf:
-            return (partial_t, self._last_v[f])
-        return None
+        newest = self._last[f]
+        for row, t, values in self._newest_rows.values():
+            value = values[f]
+            if value is not None and (newest is None or row > newest[0]):
+                newest = (row, t, float(value))
+        return None if newest is None else (newest[1], newest[2])
 
     def _window(self, since: float | None, until: float | None) -> tuple[float, float] | None:
         if self._first_t is None:

@@ -20,7 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
@@ -54,8 +54,6 @@ _INVALID_FIELD = re.compile(r'Field "([^"]+)" is not a valid field to query')
 _MAX_DETAIL_CHARS = 160
 # GpuSample fields dmon does not print and --query-gpu does.
 _INVENTORY_FIELDS: tuple[str, ...] = ("fb_total_mib", "uuid", "name", "power_limit_w")
-# Lines buffered between the dmon reader and the collector: a few minutes of a large host's rows.
-_LINE_QUEUE_SIZE = 4096
 # dmon lines other than GPU rows and headers, kept to say why dmon was given up.
 _KEPT_FOREIGN_LINES = 3
 
@@ -105,22 +103,15 @@ def merge_inventory(sample: GpuSample, known: GpuSample | None) -> GpuSample:
     return replace(sample, **missing) if missing else sample
 
 
-class _StreamEnd:
-    """Queued by the dmon reader when the command's output ended."""
+@dataclass(slots=True)
+class _DmonRun:
+    """What the task reading one dmon stream tells the task watching it."""
 
-
-_END: Final = _StreamEnd()
-
-
-async def _pump_lines(stream: LineStream, queue: asyncio.Queue[str | _StreamEnd | Exception]) -> None:
-    """Move the stream's lines into ``queue``, then the end marker or the error that ended it."""
-    try:
-        async for line in stream:
-            await queue.put(line)
-    except Exception as error:  # handed to the collector, which raises it there
-        await queue.put(error)
-    else:
-        await queue.put(_END)
+    # loop.time() of the latest GPU row (of the start, until the first one).
+    last_row_t: float
+    delivered: bool = False
+    # dmon lines other than GPU rows and headers, kept to say why dmon was given up.
+    foreign: list[str] = field(default_factory=list)
 
 
 class GpuCollector:
@@ -237,10 +228,13 @@ class GpuCollector:
         self._set_gpu_status(None)
         self._inventory = {sample.gpu: sample for sample in samples}
         if apply:
-            now = self._clock()
-            for sample in samples:
-                self._store.apply_gpu(self.host, sample, now)
+            self._apply_all(samples)
         return samples
+
+    def _apply_all(self, samples: Sequence[GpuSample]) -> None:
+        now = self._clock()
+        for sample in samples:
+            self._store.apply_gpu(self.host, sample, now)
 
     def _drop_rejected_field(self, result: CommandResult) -> bool:
         text = f"{result.stdout}\n{result.stderr}"
@@ -258,63 +252,81 @@ class GpuCollector:
         """Stream dmon into the store for as long as it delivers; queries fill in until its first row.
 
         Returns when dmon exits or stays silent for ``dmon_silence_s``, having set when to try it again.
+        One task reads the stream and stores each row as it comes, with no timer per line (at 8 GPUs a
+        second per host, per-line timeouts and a queue cost more than parsing); this one wakes only for the
+        queries and to look at how long ago the latest row came.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        parser = DmonParser()
-        delivered = silent = False
-        foreign: list[str] = []
-        queue: asyncio.Queue[str | _StreamEnd | Exception] = asyncio.Queue(_LINE_QUEUE_SIZE)
+        run = _DmonRun(last_row_t=started)
+        silent = False
         async with self._runner.stream(DMON_ARGV) as stream:
-            pump = loop.create_task(_pump_lines(stream, queue))
+            reader = loop.create_task(self._read_dmon(stream, run))
             try:
-                silence_ends = loop.time() + self._dmon_silence_s
-                next_query = loop.time() + self._query_interval_s
-                next_inventory = loop.time() + self._inventory_interval_s
-                while True:
-                    wake = min(silence_ends, next_inventory if delivered else next_query)
-                    try:
-                        async with asyncio.timeout_at(wake):
-                            item = await queue.get()
-                    except TimeoutError:
-                        if loop.time() >= silence_ends:
-                            silent = True
-                            break
-                        # Until dmon delivers the readings come from queries; afterwards only the inventory.
-                        await self._query(apply=not delivered)
-                        if delivered:
-                            next_inventory = loop.time() + self._inventory_interval_s
-                        else:
-                            next_query = loop.time() + self._query_interval_s
-                        continue
-                    if isinstance(item, _StreamEnd):
-                        break
-                    if isinstance(item, Exception):
-                        raise item
-                    sample = parser.feed(item)
-                    if sample is None:
-                        if (
-                            len(foreign) < _KEPT_FOREIGN_LINES
-                            and item.strip()
-                            and not item.lstrip().startswith("#")
-                        ):
-                            foreign.append(item.strip())
-                        continue
-                    if not delivered:
-                        delivered = True
-                        self._set_source(GpuSource.DMON, "")
-                    silence_ends = loop.time() + self._dmon_silence_s
-                    merged = merge_inventory(sample, self._inventory.get(sample.gpu))
-                    self._store.apply_gpu(self.host, merged, self._clock())
+                silent = await self._watch_dmon(reader, run)
             finally:
-                pump.cancel()
-                await asyncio.wait({pump})
+                reader.cancel()
+                await asyncio.wait({reader})
+                # Taken even when leaving by another error, so asyncio never reports it as lost.
+                failure = None if reader.cancelled() else reader.exception()
+            if failure is not None and not silent:
+                raise failure
         ran_s = loop.time() - started
-        if delivered and not silent and ran_s >= self._dmon_min_run_s:
+        if run.delivered and not silent and ran_s >= self._dmon_min_run_s:
             self._dmon_due = loop.time()
             return
         self._dmon_due = loop.time() + self._dmon_retry_s
-        self._set_source(GpuSource.QUERY, self._why_dmon_stopped(stream, delivered, silent, ran_s, foreign))
+        self._set_source(
+            GpuSource.QUERY, self._why_dmon_stopped(stream, run.delivered, silent, ran_s, run.foreign)
+        )
+
+    async def _read_dmon(self, stream: LineStream, run: _DmonRun) -> None:
+        """Parse every dmon line into the store until the output ends; raises what ended it otherwise."""
+        loop = asyncio.get_running_loop()
+        parser = DmonParser(inventory=self._inventory)
+        inventory = self._inventory
+        store, host, clock = self._store, self.host, self._clock
+        async for line in stream:
+            if self._inventory is not inventory:
+                # A query learnt the inventory again (a power limit may have changed): rows carry the news.
+                inventory = self._inventory
+                parser.set_inventory(inventory)
+            sample = parser.feed(line)
+            if sample is None:
+                if len(run.foreign) < _KEPT_FOREIGN_LINES and (text := line.strip()) and text[0] != "#":
+                    run.foreign.append(text)
+                continue
+            run.last_row_t = loop.time()
+            if not run.delivered:
+                run.delivered = True
+                self._set_source(GpuSource.DMON, "")
+            store.apply_gpu(host, sample, clock())
+
+    async def _watch_dmon(self, reader: asyncio.Task[None], run: _DmonRun) -> bool:
+        """Run the queries dmon needs while ``reader`` reads it; True once dmon stayed silent too long,
+        False when the reader ended (output over, or an error)."""
+        loop = asyncio.get_running_loop()
+        next_query = loop.time() + self._query_interval_s
+        next_inventory = loop.time() + self._inventory_interval_s
+        while True:
+            silence_ends = run.last_row_t + self._dmon_silence_s
+            wake = min(silence_ends, next_inventory if run.delivered else next_query)
+            done, _ = await asyncio.wait({reader}, timeout=max(0.0, wake - loop.time()))
+            if done:
+                return False
+            now = loop.time()
+            if now >= run.last_row_t + self._dmon_silence_s:
+                return True
+            if run.delivered:
+                if now >= next_inventory:
+                    await self._query(apply=False)
+                    next_inventory = loop.time() + self._inventory_interval_s
+            elif now >= next_query:
+                # Until dmon delivers the readings come from queries; a row that came meanwhile is newer.
+                samples = await self._query(apply=False)
+                if samples is not None and not run.delivered:
+                    self._apply_all(samples)
+                next_query = loop.time() + self._query_interval_s
 
     def _why_dmon_stopped(
         self, stream: LineStream, delivered: bool, silent: bool, ran_s: float, foreign: list[str]

@@ -5,19 +5,33 @@ session's channel slots while it runs. The channel is closed on every way out - 
 ``break`` out of the loop, cancellation - and closing it is what makes the wrapper kill the remote process
 group. Output is read as bytes and decoded per line with ``errors="replace"``: a log with a stray Latin-1
 byte must not stop the stream. Lines are capped in length so one runaway line cannot eat memory.
+
+Output is taken straight from asyncssh's channel callbacks (an ``SSHClientSession``) rather than through
+its process streams: each packet is split into lines where it arrives, and no reader task per stream or
+per stderr exists. At a fleet's rate (two streams per host, a packet a second each) the stream machinery
+cost more than the lines' parsing. A stream whose reader falls behind pauses its channel, so SSH flow
+control holds the rest on the host.
+
+Readers are woken for new lines on a shared grid (:data:`DEFAULT_DELIVERY_TICK_S`), all together, rather
+than once per packet: hosts send unsynchronised, and a reader woken alone runs its parser and the store
+with cold caches after the idle gap - measured at three times the cost per row of the same work done back
+to back (benchmarks/bench_collect.py). A line waits at most one tick; the end of a stream is not delayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import weakref
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypeVar
 
 import asyncssh
+from asyncssh.constants import EXTENDED_DATA_STDERR
 
 from trainmon_tui.transport.remote import remote_command_line
 from trainmon_tui.transport.session import (
@@ -31,7 +45,14 @@ from trainmon_tui.transport.session import (
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_STDERR_TAIL_BYTES = 16 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
-_READ_CHUNK_BYTES = 64 * 1024
+#: How often, at most, a stream's reader is woken for new lines (0: at once); every stream shares the grid.
+DEFAULT_DELIVERY_TICK_S = 0.1
+# A stream pauses its channel once this much output arrived since its reader last caught up.
+_PAUSE_AFTER_BYTES = 1024 * 1024
+# sshd counts a closed session against MaxSessions until the next turn of its main loop, so a channel opened
+# the moment another one closed can be refused although the budget keeps below the limit: such a refusal
+# is tried again after these pauses (0.1 s in all) before it counts.
+_REFUSAL_RETRY_S = (0.01, 0.03, 0.06)
 
 
 class StreamLostError(TransportError):
@@ -75,7 +96,20 @@ class LineSplitter:
         self._skipping = False
 
     def feed(self, data: bytes) -> list[str]:
-        lines: list[str] = []
+        if (
+            data.endswith(b"\n")
+            and not self._pending
+            and not self._skipping
+            and len(data) <= self.max_line_bytes
+        ):
+            # The common chunk - whole lines, none of them too long - decoded in one go: a newline is never
+            # part of a UTF-8 sequence, so this gives what decoding line by line would.
+            lines = data.decode("utf-8", errors="replace").split("\n")
+            del lines[-1]
+            if b"\r" in data:
+                lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+            return lines
+        lines = []
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
             if self._skipping:
@@ -114,39 +148,202 @@ class LineSplitter:
         return bytes(line).decode("utf-8", errors="replace")
 
 
-def exit_code(process: asyncssh.SSHClientProcess[bytes]) -> int | None:
-    """The command's exit status; death by signal N reads 128 + N, as in a shell; None when none came."""
-    returncode = process.returncode
-    if returncode is None:
-        return None
-    if returncode < 0:
-        return 128 + -returncode
-    return returncode
+def shell_exit_status(returncode: int | None) -> int | None:
+    """A channel's return code as a shell shows it: death by signal N (-N) reads 128 + N; None stays."""
+    if returncode is None or returncode >= 0:
+        return returncode
+    return 128 + -returncode
 
 
-async def _close_channel(process: asyncssh.SSHClientProcess[bytes]) -> None:
-    process.close()
+class _Output(asyncssh.SSHClientSession[bytes]):
+    """Base for what receives a channel's output: remembers the channel, how it ended, wakes a waiter."""
+
+    def __init__(self) -> None:
+        self.channel: asyncssh.SSHClientChannel[bytes] | None = None
+        self.closed = False
+        self.lost_with: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        self.channel = chan
+
+    def eof_received(self) -> bool:
+        # Keep our side open: the exit status and the host's close are still to come, and closing stdin
+        # early would trip the wrapper's lifeline.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.lost_with = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def changed(self) -> None:
+        """Return after the next delivery of output, end of output, or close."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def returncode(self) -> int | None:
+        return None if self.channel is None else shell_exit_status(self.channel.get_returncode())
+
+
+class DeliveryTicks:
+    """One event loop's grid of wake-up times for stream readers: everything due wakes in one turn."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._due: list[Callable[[], None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def call_at_next_tick(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` at the next multiple of the interval (one timer however many are due)."""
+        self._due.append(callback)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            tick = (loop.time() // self.interval_s + 1.0) * self.interval_s
+            self._timer = loop.call_at(tick, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        due, self._due = self._due, []
+        for callback in due:
+            callback()
+
+
+_ticks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, DeliveryTicks]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_delivery_ticks(interval_s: float) -> DeliveryTicks:
+    """The running loop's grid of this interval, shared by every stream that uses it."""
+    by_interval = _ticks.setdefault(asyncio.get_running_loop(), {})
+    ticks = by_interval.get(interval_s)
+    if ticks is None:
+        ticks = by_interval[interval_s] = DeliveryTicks(interval_s)
+    return ticks
+
+
+class _LineOutput(_Output):
+    """A long-running command's stdout split into lines as packets arrive, and the tail of its stderr."""
+
+    def __init__(self, splitter: LineSplitter, stderr_tail_bytes: int, ticks: DeliveryTicks | None) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque()
+        self.stderr = bytearray()
+        self.eof = False
+        self._splitter = splitter
+        self._stderr_tail_bytes = stderr_tail_bytes
+        self._ticks = ticks
+        self._wake_due = False
+        # Bytes of stdout received since the reader last found no line waiting.
+        self._unread = 0
+        self._paused = False
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype == EXTENDED_DATA_STDERR:
+            self.stderr += data
+            del self.stderr[: max(0, len(self.stderr) - self._stderr_tail_bytes)]
+            return
+        lines = self._splitter.feed(data)
+        if lines:
+            self.lines.extend(lines)
+            if self._ticks is None:
+                self._wake()
+            elif self._waiter is not None and not self._wake_due:
+                self._wake_due = True
+                self._ticks.call_at_next_tick(self._tick)
+        self._unread += len(data)
+        if self._unread > _PAUSE_AFTER_BYTES and not self._paused and self.channel is not None:
+            self._paused = True
+            self.channel.pause_reading()
+
+    def _tick(self) -> None:
+        self._wake_due = False
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.lines.extend(self._splitter.flush())
+        self._wake()
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.eof and exc is None:
+            # Closed without an end of output (an odd server): what was left of a last line still counts.
+            self.lines.extend(self._splitter.flush())
+        super().connection_lost(exc)
+
+    def caught_up(self) -> None:
+        """The reader took every line: let the host send more."""
+        self._unread = 0
+        if self._paused and self.channel is not None:
+            self._paused = False
+            self.channel.resume_reading()
+
+
+class _CollectedOutput(_Output):
+    """A short command's whole stdout and stderr, each refused beyond ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.too_large: str | None = None
+        self._limit = limit
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        name, buffer = (
+            ("stderr", self.stderr) if datatype == EXTENDED_DATA_STDERR else ("stdout", self.stdout)
+        )
+        buffer += data
+        if len(buffer) > self._limit and self.too_large is None and self.channel is not None:
+            self.too_large = f"{name} exceeded {self._limit} bytes"
+            self.channel.close()
+
+
+async def _close_channel(channel: asyncssh.SSHClientChannel[bytes]) -> None:
+    channel.close()
     # When the host stopped answering, keepalive will close the whole connection and the channel with it.
     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation (CPython gh-86296).
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(CHANNEL_CLOSE_WAIT_S):
-            await process.wait_closed()
+            await channel.wait_closed()
 
 
-async def _open_process(
-    conn: asyncssh.SSHClientConnection, argv: Sequence[str]
-) -> asyncssh.SSHClientProcess[bytes]:
-    try:
-        process: asyncssh.SSHClientProcess[bytes] = await conn.create_process(
-            remote_command_line(argv), encoding=None
-        )
-    except asyncssh.ChannelOpenError as exc:
-        if conn.is_closed():
-            raise StreamLostError(DownReason.CONNECTION_LOST, str(exc)) from exc
-        raise ChannelRefusedError(f"{argv[0]}: {exc.reason}") from exc
-    except (asyncssh.Error, OSError) as exc:
-        raise StreamLostError(*classify_error(exc)) from exc
-    return process
+_OutputT = TypeVar("_OutputT", bound=_Output)
+
+
+def _same(output: _OutputT) -> _OutputT:
+    return output
+
+
+async def _open_channel(
+    conn: asyncssh.SSHClientConnection, argv: Sequence[str], make_output: Callable[[], _OutputT]
+) -> tuple[asyncssh.SSHClientChannel[bytes], _OutputT]:
+    command = remote_command_line(argv)
+    for retry_in in (*_REFUSAL_RETRY_S, None):
+        output = make_output()
+        try:
+            channel, _ = await conn.create_session(functools.partial(_same, output), command, encoding=None)
+        except asyncssh.ChannelOpenError as exc:
+            if conn.is_closed():
+                raise StreamLostError(DownReason.CONNECTION_LOST, str(exc)) from exc
+            if retry_in is None:
+                raise ChannelRefusedError(f"{argv[0]}: {exc.reason}") from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise StreamLostError(*classify_error(exc)) from exc
+        else:
+            return channel, output
+        await asyncio.sleep(retry_in)
+    raise AssertionError("the last attempt returns or raises")
 
 
 class RemoteStream:
@@ -165,20 +362,22 @@ class RemoteStream:
         open_timeout: float | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         stderr_tail_bytes: int = DEFAULT_STDERR_TAIL_BYTES,
+        delivery_tick_s: float = DEFAULT_DELIVERY_TICK_S,
     ) -> None:
+        if delivery_tick_s < 0:
+            raise ValueError("delivery_tick_s must not be negative")
         self.argv = tuple(argv)
         # Built once here so a bad argv fails before any channel is taken.
         remote_command_line(self.argv)
         self._session = session
         self._open_timeout = open_timeout
+        self._delivery_tick_s = delivery_tick_s
         self._splitter = LineSplitter(max_line_bytes)
         self._stderr_tail_bytes = stderr_tail_bytes
-        self._stderr = bytearray()
+        # The output's own deque once open: the per-line fast path reads it without a lookup through it.
         self._lines: deque[str] = deque()
         self._stack = AsyncExitStack()
-        self._process: asyncssh.SSHClientProcess[bytes] | None = None
-        self._stderr_task: asyncio.Task[None] | None = None
-        self._eof = False
+        self._output: _LineOutput | None = None
         self._closed = False
         self.exit_status: int | None = None
 
@@ -189,22 +388,25 @@ class RemoteStream:
     @property
     def stderr_tail(self) -> str:
         """The last ``stderr_tail_bytes`` of the command's stderr so far."""
-        return bytes(self._stderr).decode("utf-8", errors="replace")
+        stderr = b"" if self._output is None else bytes(self._output.stderr)
+        return stderr.decode("utf-8", errors="replace")
 
     async def open(self) -> None:
         """Take a channel slot (waiting up to ``open_timeout`` for the host) and start the command."""
-        if self._process is not None or self._closed:
+        if self._output is not None or self._closed:
             raise RuntimeError("a RemoteStream is opened once")
         try:
             conn = await self._stack.enter_async_context(self._session.channel(self._open_timeout))
-            process = await _open_process(conn, self.argv)
-            self._stack.push_async_callback(_close_channel, process)
-            self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr(process))
-            self._stack.push_async_callback(_stop_task, self._stderr_task)
+            ticks = shared_delivery_ticks(self._delivery_tick_s) if self._delivery_tick_s else None
+            channel, output = await _open_channel(
+                conn, self.argv, lambda: _LineOutput(self._splitter, self._stderr_tail_bytes, ticks)
+            )
+            self._stack.push_async_callback(_close_channel, channel)
         except BaseException:
             await self.aclose()
             raise
-        self._process = process
+        self._output = output
+        self._lines = output.lines
 
     async def aclose(self) -> None:
         """Close the channel (the remote process group dies with it) and give the slot back; idempotent."""
@@ -226,53 +428,33 @@ class RemoteStream:
         return self
 
     async def __anext__(self) -> str:
-        process = self._process
-        if process is None or (self._closed and not self._lines):
+        if self._lines:
+            # Lines of a packet already split: no checks, no await (this runs once per line).
+            return self._lines.popleft()
+        return await self._next_line()
+
+    async def _next_line(self) -> str:
+        output = self._output
+        if output is None or self._closed:
             raise RuntimeError("iterate a RemoteStream inside `async with`")
         while not self._lines:
-            if self._eof:
-                await self._finish(process)
+            output.caught_up()
+            if output.closed:
+                self._finish(output)
                 raise StopAsyncIteration
-            try:
-                chunk = await process.stdout.read(_READ_CHUNK_BYTES)
-            except (asyncssh.Error, OSError) as exc:
-                raise StreamLostError(*classify_error(exc)) from exc
-            if chunk:
-                self._lines.extend(self._splitter.feed(chunk))
-            else:
-                self._eof = True
-                self._lines.extend(self._splitter.flush())
+            # Output ended: the exit status comes with the channel's close (or never, if the connection dies).
+            await output.changed()
         return self._lines.popleft()
 
-    async def _finish(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
-        # Output ended; the exit status comes with the channel's close (or never, if the connection died).
-        await process.wait_closed()
-        if self._stderr_task is not None:
-            # The channel is closed, so the drain has seen (or is about to see) the end of stderr.
-            await asyncio.wait({self._stderr_task})
-        code = exit_code(process)
+    def _finish(self, output: _LineOutput) -> None:
+        if output.lost_with is not None:
+            raise StreamLostError(*classify_error(output.lost_with))
+        code = output.returncode()
         if code is None:
             raise StreamLostError(
                 DownReason.CONNECTION_LOST, f"{self.argv[0]}: channel closed without exit status"
             )
         self.exit_status = code
-
-    async def _drain_stderr(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
-        # Always drained: asyncssh pauses the whole channel when any of its buffers fills up.
-        while True:
-            try:
-                chunk = await process.stderr.read(_READ_CHUNK_BYTES)
-            except (asyncssh.Error, OSError):
-                return  # the stdout side reports the loss
-            if not chunk:
-                return
-            self._stderr += chunk
-            del self._stderr[: max(0, len(self._stderr) - self._stderr_tail_bytes)]
-
-
-async def _stop_task(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    await asyncio.wait({task})
 
 
 def open_stream(
@@ -282,6 +464,7 @@ def open_stream(
     open_timeout: float | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     stderr_tail_bytes: int = DEFAULT_STDERR_TAIL_BYTES,
+    delivery_tick_s: float = DEFAULT_DELIVERY_TICK_S,
 ) -> RemoteStream:
     """``async with open_stream(session, ["nvidia-smi", "dmon"]) as stream: async for line in stream: ...``"""
     return RemoteStream(
@@ -290,6 +473,7 @@ def open_stream(
         open_timeout=open_timeout,
         max_line_bytes=max_line_bytes,
         stderr_tail_bytes=stderr_tail_bytes,
+        delivery_tick_s=delivery_tick_s,
     )
 
 
@@ -299,31 +483,6 @@ class CommandResult(NamedTuple):
     exit_status: int
     stdout: str
     stderr: str
-
-
-async def _read_all(reader: asyncssh.SSHReader[bytes], limit: int, name: str) -> bytes:
-    data = bytearray()
-    while chunk := await reader.read(_READ_CHUNK_BYTES):
-        data += chunk
-        if len(data) > limit:
-            raise OutputTooLargeError(f"{name} exceeded {limit} bytes")
-    return bytes(data)
-
-
-async def _both(first: Coroutine[Any, Any, bytes], second: Coroutine[Any, Any, bytes]) -> tuple[bytes, bytes]:
-    """Run two readers; the first failure stops the other (gather would leave it running)."""
-    loop = asyncio.get_running_loop()
-    tasks = (loop.create_task(first), loop.create_task(second))
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
-                raise error
-        return tasks[0].result(), tasks[1].result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks)
 
 
 async def run(
@@ -342,20 +501,21 @@ async def run(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with session.channel(timeout) as conn, asyncio.timeout_at(deadline):
-        process = await _open_process(conn, argv)
+        channel, output = await _open_channel(conn, argv, lambda: _CollectedOutput(max_output_bytes))
         try:
-            stdout, stderr = await _both(
-                _read_all(process.stdout, max_output_bytes, "stdout"),
-                _read_all(process.stderr, max_output_bytes, "stderr"),
-            )
-            await process.wait_closed()
-        except (asyncssh.Error, OSError) as exc:
-            raise StreamLostError(*classify_error(exc)) from exc
+            while not output.closed:
+                await output.changed()
         finally:
-            await _close_channel(process)
-    code = exit_code(process)
+            await _close_channel(channel)
+    if output.too_large is not None:
+        raise OutputTooLargeError(output.too_large)
+    if output.lost_with is not None:
+        raise StreamLostError(*classify_error(output.lost_with))
+    code = output.returncode()
     if code is None:
         raise StreamLostError(DownReason.CONNECTION_LOST, f"{argv[0]}: channel closed without exit status")
     return CommandResult(
-        code, stdout.decode("utf-8", errors="replace"), stderr.decode("utf-8", errors="replace")
+        code,
+        output.stdout.decode("utf-8", errors="replace"),
+        output.stderr.decode("utf-8", errors="replace"),
     )

@@ -1,4 +1,4 @@
-"""Turn the physical lines of one training log into LogRecords and LogEvents, one line at a time.
+"""Turn the physical lines of one training log into LogRecords and LogEvents, a line or a block at a time.
 
 For each physical line the engine:
 
@@ -13,12 +13,19 @@ For each physical line the engine:
 4. splits a log line glued to the end of a bar (``...3.33s/it][2021-11-26 03:07:16,494] [INFO] ...``);
 5. joins a dict hard-wrapped over lines (a line opening ``{'`` without closing it is held, a few lines at
    most);
-6. feeds the cleaned text to the event detector and to the line families: the file's format (the family that
-   matched most) first, then the others in registry order, the fallbacks (bare tqdm, generic) last.
+6. feeds the cleaned text to the event detector and to the line families whose gate it passes: the family
+   that read the last line first (the file's format, in a log of one format), then the others in registry
+   order, the fallbacks (bare tqdm, generic) last.
 
-Memory stays constant whatever the length of the log: only counters, a few held lines and the families' own
-small state are kept. The reader must split lines on ``\\n`` only (``newline="\\n"``), or the redraws and
-the line numbers are lost.
+Speed: ``feed_block`` reads many lines per call and tests the whole block once for redraws and terminal
+codes. The decisions that depend only on which substrings a line holds (the families whose gate it passes,
+whether the event detector could report anything, whether it opens a dict) are made once per line *shape*,
+the line with every ASCII digit masked, and cached: a log's lines differ mostly in their numbers, so a log
+has a handful of shapes and a line pays one dict lookup for all of them.
+
+Memory stays constant whatever the length of the log: only counters, a few held lines, a bounded shape cache
+and the families' own small state are kept. The reader must split lines on ``\\n`` only
+(``newline="\\n"``), or the redraws and the line numbers are lost.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from datetime import date
 
 from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parsers.trainlog.base import Hit, LineFamily
-from trainmon_tui.parsers.trainlog.events import EventDetector
+from trainmon_tui.parsers.trainlog.events import GATE_PHRASES as EVENT_GATE_PHRASES
+from trainmon_tui.parsers.trainlog.events import EventDetector, could_report
 from trainmon_tui.parsers.trainlog.fam_generic import MetricPatterns
 from trainmon_tui.parsers.trainlog.fam_tqdm import BAR_RE
 from trainmon_tui.parsers.trainlog.registry import ALL_FAMILIES, FALLBACK_NAMES
@@ -69,8 +77,6 @@ _MAX_HELD_LINES = 6
 _MAX_HELD_CHARS = 16384
 _MAX_RANKS = 4096
 
-# A family's parse method, its gate substrings and its index in the registry order.
-_Slot = tuple[Callable[[str], Hit | None], tuple[str, ...], int]
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _day_cache: dict[str, int] = {}
@@ -135,6 +141,16 @@ def _current_pieces(line: str) -> list[str]:
     return pieces
 
 
+def _unclosed_dict_at(text: str) -> int:
+    """Where a dict opens (``{'`` or ``{"``) that the line does not close, else -1."""
+    start = text.find("{'")
+    if start < 0:
+        start = text.find('{"')
+    if start < 0 or text.find("}", start) >= 0:
+        return -1
+    return start
+
+
 def _glued_cut(text: str) -> int:
     """Where a log line glued to a progress bar's closing bracket starts (``...s/it][2021-...``), else -1."""
     at = text.find("][")
@@ -150,47 +166,6 @@ def _glued_cut(text: str) -> int:
     return -1
 
 
-def _record_factory() -> Callable[..., LogRecord]:
-    """A maker of LogRecords equal to ``LogRecord(*fields)``, about 2.5x cheaper.
-
-    A frozen dataclass's ``__init__`` goes through ``object.__setattr__`` once per field; at one record per
-    line that is over half of the 4 us per-line budget. Setting the slots through their descriptors builds the
-    same object. If LogRecord's fields ever differ from what this maker sets, the real constructor is used.
-    """
-    names = tuple(f.name for f in fields(LogRecord))
-    if names != _RECORD_FIELDS or tuple(getattr(LogRecord, "__slots__", ())) != _RECORD_FIELDS:
-        return LogRecord
-    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = (getattr(LogRecord, name).__set__ for name in names)
-    new = object.__new__
-
-    def make(  # noqa: PLR0917 - the same positional order as LogRecord's own constructor
-        line: int,
-        rank: int | None,
-        step: int | None,
-        total_steps: int | None,
-        epoch: float | None,
-        total_epochs: int | None,
-        batch: int | None,
-        batches_per_epoch: int | None,
-        metrics: dict[str, float],
-        timestamp: float | None,
-    ) -> LogRecord:
-        record: LogRecord = new(LogRecord)
-        s0(record, line)
-        s1(record, rank)
-        s2(record, step)
-        s3(record, total_steps)
-        s4(record, epoch)
-        s5(record, total_epochs)
-        s6(record, batch)
-        s7(record, batches_per_epoch)
-        s8(record, metrics)
-        s9(record, timestamp)
-        return record
-
-    return make
-
-
 _RECORD_FIELDS = (
     "line",
     "rank",
@@ -203,11 +178,125 @@ _RECORD_FIELDS = (
     "metrics",
     "timestamp",
 )
+
+
+class _RecordDraft:
+    """A mutable twin of LogRecord: the same slots in the same order, so a draft filled in with plain
+    attribute stores can become a LogRecord by having its class set. See :func:`_record_factory`."""
+
+    __slots__ = _RECORD_FIELDS
+    line: int
+    rank: int | None
+    step: int | None
+    total_steps: int | None
+    epoch: float | None
+    total_epochs: int | None
+    batch: int | None
+    batches_per_epoch: int | None
+    metrics: dict[str, float]
+    timestamp: float | None
+
+
+def _make_from_draft(  # noqa: PLR0917 - the same positional order as LogRecord's own constructor
+    line: int,
+    rank: int | None,
+    step: int | None,
+    total_steps: int | None,
+    epoch: float | None,
+    total_epochs: int | None,
+    batch: int | None,
+    batches_per_epoch: int | None,
+    metrics: dict[str, float],
+    timestamp: float | None,
+) -> LogRecord:
+    record = _RecordDraft()
+    record.line = line
+    record.rank = rank
+    record.step = step
+    record.total_steps = total_steps
+    record.epoch = epoch
+    record.total_epochs = total_epochs
+    record.batch = batch
+    record.batches_per_epoch = batches_per_epoch
+    record.metrics = metrics
+    record.timestamp = timestamp
+    # Same layout: CPython allows the switch; from then on it is a frozen LogRecord like any other.
+    record.__class__ = LogRecord  # type: ignore[assignment]
+    return record  # type: ignore[return-value]
+
+
+def _record_factory() -> Callable[..., LogRecord]:
+    """A maker of LogRecords equal to ``LogRecord(*fields)``, about 4x cheaper.
+
+    A frozen dataclass's ``__init__`` goes through ``object.__setattr__`` once per field; at one record per
+    line that is a large part of the per-line budget. A mutable twin with the same slots is filled in with
+    plain attribute stores and then given LogRecord as its class, which builds the same object. If LogRecord's
+    fields ever differ from the twin's, or the switch is refused, the real constructor is used.
+    """
+    names = tuple(f.name for f in fields(LogRecord))
+    if names != _RECORD_FIELDS or tuple(getattr(LogRecord, "__slots__", ())) != _RECORD_FIELDS:
+        return LogRecord
+    sample = (7, 1, 20, 100, 0.5, 3, 4, 50, {"loss": 1.0}, 12.5)
+    try:
+        made = _make_from_draft(*sample)
+    except TypeError:
+        return LogRecord
+    if type(made) is not LogRecord or made != LogRecord(*sample):
+        return LogRecord
+    return _make_from_draft
+
+
 _make_record = _record_factory()
 
 
+# A family's parse method and its index in the registry order.
+_Slot = tuple[Callable[[str], Hit | None], int]
+
+
+class _Shape:
+    """What the engine decides from a line's shape alone (its text with every digit masked): which families'
+    gates and which event phrases occur in it, whether it opens a dict. Cached per shape, so a line costs one
+    dict lookup for all of it.
+    """
+
+    __slots__ = ("by_preferred", "maybe_event", "opens_dict", "slots")
+
+    def __init__(
+        self, slots: tuple[_Slot, ...], maybe_event: bool, opens_dict: bool, family_count: int
+    ) -> None:
+        #: The families whose gate occurs in the line, in registry order (specific ones, then fallbacks).
+        self.slots = slots
+        #: Whether the event detector could report anything on the line (see events.could_report).
+        self.maybe_event = maybe_event
+        #: Whether the line opens a dict without closing it (it may be hard-wrapped over the next lines).
+        self.opens_dict = opens_dict
+        #: The order to try ``slots`` in, per preferred family index (the last entry: no preferred family).
+        self.by_preferred: list[tuple[_Slot, ...] | None] = [None] * (family_count + 1)
+
+    def order(self, preferred: int) -> tuple[_Slot, ...]:
+        """``slots`` with the preferred family first (when its gate occurs), then the others in registry
+        order."""
+        first = tuple(slot for slot in self.slots if slot[1] == preferred)
+        order = first + tuple(slot for slot in self.slots if slot[1] != preferred)
+        self.by_preferred[preferred] = order
+        return order
+
+
+# Every ASCII digit becomes "0": no gate or event phrase holds a digit, so masking them changes no substring
+# test, and the lines of a log, which differ mostly in their numbers, share a handful of shapes.
+_MASK_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+# Longer lines are rare (progress-bar redraw piles); they are examined uncached. The cache is emptied when its
+# keys reach _MAX_SHAPE_BYTES, so it stays small whatever the log holds.
+_MAX_SHAPE_CHARS = 2048
+_MAX_SHAPE_BYTES = 1 << 20
+
+
 class LogParser:
-    """Streaming parser for one log file: feed physical lines, get records and events as they complete."""
+    """Streaming parser for one log file: feed physical lines, get records and events as they complete.
+
+    ``feed`` takes one line (the live collectors' way); ``feed_block`` takes many at once and returns exactly
+    what feeding them one by one would have, with less work per line.
+    """
 
     def __init__(
         self,
@@ -224,23 +313,26 @@ class LogParser:
         self._extra_metrics = patterns if patterns else None
         self._events = EventDetector()
         self._feed_events = self._events.feed
+        # The detector's open tracebacks (a live view): while one is open, every line goes to the detector.
+        self._open_tracebacks = self._events.open_tracebacks
         instances: list[LineFamily] = [family() for family in families]
         self._names = tuple(family.name for family in instances)
         self._fallback = tuple(family.name in FALLBACK_NAMES for family in instances)
-        self._slot_of: list[_Slot] = [(fam.parse, fam.gate, index) for index, fam in enumerate(instances)]
+        self._gates = tuple(family.gate for family in instances)
         # Specific families first, so the fallbacks only see what no framework claimed.
-        specific = tuple(slot for slot in self._slot_of if not self._fallback[slot[2]])
-        self._fallback_slots = tuple(slot for slot in self._slot_of if self._fallback[slot[2]])
-        self._slots = specific + self._fallback_slots
-        # One regex scan finds whether any specific family's gate occurs at all: cheaper than testing every
-        # gate in turn on the many lines (warnings, banners) that no family reads.
-        gates = sorted(
-            {gate for _, family_gates, _ in specific for gate in family_gates}, key=len, reverse=True
+        slots = [(family.parse, index) for index, family in enumerate(instances)]
+        self._slots = tuple(slot for slot in slots if not self._fallback[slot[1]]) + tuple(
+            slot for slot in slots if self._fallback[slot[1]]
         )
-        always = any(not family_gates for _, family_gates, _ in specific)
-        self._any_gate = None if always or not gates else re.compile("|".join(map(re.escape, gates))).search
+        # Shapes can be cached only while no substring test involves a digit.
+        phrases = [gate for gates in self._gates for gate in gates] + list(EVENT_GATE_PHRASES)
+        digit_free = not any(char.isdigit() for phrase in phrases for char in phrase)
+        self._max_shape_chars = _MAX_SHAPE_CHARS if digit_free else -1
+        self._shapes: dict[bytes, _Shape] = {}
+        self._shape_bytes = 0
         self._counts = [0] * len(instances)
-        self._preferred: _Slot | None = None
+        # The index of the last specific family that read a line: tried first. -1 (the last slot): none yet.
+        self._preferred = -1
         self._line_no = 0
         self._ranks: set[int] = set()
         if default_rank is not None:
@@ -271,38 +363,58 @@ class LogParser:
         """One physical line as read from the file (without the trailing newline; may contain \\r redraws,
         ANSI codes, prefixes). Line numbers are counted internally, 1-based."""
         self._line_no += 1
-        line_no = self._line_no
         records: list[LogRecord] = []
         events: list[LogEvent] = []
-        for part in _current_pieces(line) if "\r" in line else (line,):
-            piece = _CONTROL_RE.sub("", part) if "\x1b" in part or "\x08" in part else part
-            # A piece may hold a log line glued after a bar's closing bracket: read both, bar first.
-            while True:
-                rank = self._default_rank
-                stamp: float | None = None
-                prefixed = False
-                first = piece[:1]
-                # glog's letter counts only before a digit: "Epoch 3:" is common and is no prefix.
-                if first in _PREFIX_STARTS and (first not in _GLOG_LEVELS or piece[1:2] in _DIGITS):
-                    stripped, found_rank, stamp = self._strip_prefixes(piece)
-                    if stripped is not piece:
-                        prefixed = True
-                        piece = stripped
-                    if found_rank is not None:
-                        rank = found_rank
-                        if len(self._ranks) < _MAX_RANKS:
-                            self._ranks.add(found_rank)
-                text = piece.rstrip()
-                if not text:
-                    if self._held is not None:
-                        self._flush_held(records)
-                    break
-                cut = _glued_cut(text) if "][" in text else -1
-                if cut < 0:
-                    self._text(text, piece, line_no, rank, stamp, prefixed, records, events)
-                    break
-                self._text(text[:cut], text[:cut], line_no, rank, stamp, prefixed, records, events)
-                piece = text[cut:]
+        if "\r" in line:
+            for part in _current_pieces(line):
+                self._piece(part, self._line_no, records, events)
+        else:
+            self._piece(line, self._line_no, records, events)
+        return records, events
+
+    def feed_block(self, lines: Sequence[str]) -> tuple[list[LogRecord], list[LogEvent]]:
+        """Many physical lines at once, as :meth:`feed` takes them: the records and events of all of them, in
+        the order feeding them one by one would have given."""
+        records: list[LogRecord] = []
+        events: list[LogEvent] = []
+        piece = self._piece
+        text_of = self._text
+        default_rank = self._default_rank
+        prefix_starts = _PREFIX_STARTS
+        glog_levels = _GLOG_LEVELS
+        digits = _DIGITS
+        line_no = self._line_no
+        # Redraws and terminal codes are rare: one test over the whole block spares three per line.
+        block = "\n".join(lines)
+        plain = not ("\r" in block or "\x1b" in block or "\x08" in block)
+        for line in lines:
+            line_no += 1
+            self._line_no = line_no
+            if not plain and ("\r" in line or "\x1b" in line or "\x08" in line):
+                if "\r" in line:
+                    for part in _current_pieces(line):
+                        piece(part, line_no, records, events)
+                else:
+                    piece(line, line_no, records, events)
+                continue
+            # What _piece does with a line that has no prefix and no log line glued to a bar, inlined. Most
+            # lines that start with a digit are counts ("6072/6072 [==="), which _strip_prefixes passes by.
+            first = line[:1]
+            if first in prefix_starts and (
+                (first in digits and (line[4:5] == "-" or line[2:3] == "/"))
+                or (first in glog_levels and line[1:2] in digits)
+                or (first not in digits and first not in glog_levels)
+            ):
+                piece(line, line_no, records, events)
+                continue
+            text = line.rstrip()
+            if not text:
+                if self._held is not None:
+                    self._flush_held(records)
+            elif "][" in text:
+                piece(line, line_no, records, events)
+            else:
+                text_of(text, line, line_no, default_rank, None, False, records, events)
         return records, events
 
     def finish(self) -> tuple[list[LogRecord], list[LogEvent]]:
@@ -311,6 +423,45 @@ class LogParser:
         if self._held is not None:
             self._flush_held(records)
         return records, self._events.finish()
+
+    def _piece(self, piece: str, line_no: int, records: list[LogRecord], events: list[LogEvent]) -> None:
+        """Read one ``\\r``-separated piece of a physical line: terminal codes, prefixes, a glued log line."""
+        if "\x1b" in piece or "\x08" in piece:
+            piece = _CONTROL_RE.sub("", piece)
+        # A piece may hold a log line glued after a bar's closing bracket: read both, bar first.
+        while True:
+            rank = self._default_rank
+            stamp: float | None = None
+            prefixed = False
+            first = piece[:1]
+            # glog's letter counts only before a digit: "Epoch 3:" is common and is no prefix.
+            if first in _PREFIX_STARTS and (first not in _GLOG_LEVELS or piece[1:2] in _DIGITS):
+                stripped, found_rank, stamp = self._strip_prefixes(piece)
+                if stripped is not piece:
+                    prefixed = True
+                    piece = stripped
+                if found_rank is not None:
+                    rank = found_rank
+                    if len(self._ranks) < _MAX_RANKS:
+                        self._ranks.add(found_rank)
+            text = piece.rstrip()
+            if not text:
+                if self._held is not None:
+                    self._flush_held(records)
+                return
+            cut = _glued_cut(text) if "][" in text else -1
+            if cut < 0:
+                self._text(text, piece, line_no, rank, stamp, prefixed, records, events)
+                return
+            self._text(text[:cut], text[:cut], line_no, rank, stamp, prefixed, records, events)
+            piece = text[cut:]
+
+    def _new_shape(self, text: str) -> _Shape:
+        gates = self._gates
+        slots = tuple(
+            slot for slot in self._slots if not gates[slot[1]] or any(gate in text for gate in gates[slot[1]])
+        )
+        return _Shape(slots, could_report(text), _unclosed_dict_at(text) >= 0, len(self._counts))
 
     def _text(  # noqa: PLR0917 - the hot path: positional arguments are the cheapest call
         self,
@@ -327,41 +478,40 @@ class LogParser:
 
         ``events`` is None when re-reading a wrapped dict joined from lines whose events were already read.
         """
+        if len(text) <= self._max_shape_chars:
+            key = text.encode("utf-8", "surrogatepass").translate(_MASK_DIGITS)
+            shape = self._shapes.get(key)
+            if shape is None:
+                shape = self._new_shape(text)
+                self._shape_bytes += len(key)
+                if self._shape_bytes > _MAX_SHAPE_BYTES:
+                    self._shapes.clear()
+                    self._shape_bytes = len(key)
+                self._shapes[key] = shape
+        else:
+            shape = self._new_shape(text)
         if events is not None:
-            found = self._feed_events(text, line, rank)
-            if found:
-                events.extend(found)
+            # The detector passes by a line that could report nothing, unless a traceback is open.
+            if shape.maybe_event or self._open_tracebacks:
+                found = self._feed_events(text, line, rank)
+                if found:
+                    events.extend(found)
             if self._held is not None and self._continues_held(raw, text, prefixed, records):
                 return
-            if "{" in text and self._opens_wrapped_dict(text, raw, rank, stamp):
+            if shape.opens_dict:
+                self._hold_wrapped_dict(raw, rank, stamp)
                 return
+        # The families whose gate the line passes, the preferred one (the last specific family that read a
+        # line) first, then the others in registry order; the first that reads the line wins.
+        preferred = self._preferred
+        order = shape.by_preferred[preferred] or shape.order(preferred)
         hit: Hit | None = None
         matched = -1
-        preferred = self._preferred
-        if preferred is not None:
-            parse, gates, matched = preferred
-            for gate in gates:
-                if gate in text:
-                    hit = parse(text)
-                    break
-        if hit is None:
-            any_gate = self._any_gate
-            slots = self._fallback_slots if any_gate is not None and any_gate(text) is None else self._slots
-            for slot in slots:
-                if slot is preferred:
-                    continue
-                parse, gates, matched = slot
-                if gates:
-                    for gate in gates:
-                        if gate in text:
-                            break
-                    else:
-                        continue
-                hit = parse(text)
-                if hit is not None:
-                    break
-            else:
-                matched = -1
+        for parse, index in order:
+            hit = parse(text)
+            if hit is not None:
+                matched = index
+                break
         metrics = None if hit is None else hit.metrics
         if self._extra_metrics is not None:
             extra = self._extra_metrics.read(text)
@@ -384,8 +534,8 @@ class LogParser:
             return
         if matched >= 0:
             self._counts[matched] += 1
-            if (preferred is None or preferred[2] != matched) and not self._fallback[matched]:
-                self._preferred = self._slot_of[matched]
+            if matched != preferred and not self._fallback[matched]:
+                self._preferred = matched
         if hit.rank is not None:
             rank = hit.rank
             if len(self._ranks) < _MAX_RANKS:
@@ -405,17 +555,11 @@ class LogParser:
             )
         )
 
-    def _opens_wrapped_dict(self, text: str, raw: str, rank: int | None, stamp: float | None) -> bool:
+    def _hold_wrapped_dict(self, raw: str, rank: int | None, stamp: float | None) -> None:
         """Hold a line that opens a dict without closing it: the terminal wrapped it onto the next lines."""
-        start = text.find("{'")
-        if start < 0:
-            start = text.find('{"')
-        if start < 0 or text.find("}", start) >= 0:
-            return False
         raw = raw.rstrip("\r\n")
         self._held = [(raw, self._line_no, rank, stamp)]
         self._held_chars = len(raw)
-        return True
 
     def _continues_held(self, raw: str, text: str, prefixed: bool, records: list[LogRecord]) -> bool:
         """Append a line to the held dict when it is its continuation; else give up the held dict first."""

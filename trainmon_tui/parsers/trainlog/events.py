@@ -5,7 +5,9 @@ and rank/host/glog/timestamp prefixes, and passes the rank separately). It retur
 for the lines that report something a person must see. Three concerns shape it:
 
 * Speed. Almost every line of a log is ordinary, so ``feed`` first runs a handful of substring tests (the
-  gate) and returns at once when none hits; only gated lines meet a regular expression.
+  gate) and returns at once when none hits; only gated lines meet a regular expression. A caller can do
+  better still: :func:`could_report` says, from no digit's value, whether the gate could pass, so the engine
+  decides it once per line shape and skips ``feed`` for the rest (while no traceback is open).
 * One failure, few events. A crash prints many lines (every rank repeats the NCCL timeout, a traceback is
   twenty lines, the launcher then reports the dead child). Events of a kind from one rank are suppressed for
   a while after the last line that reported the same thing, and a traceback gives one event, carrying its
@@ -17,6 +19,7 @@ for the lines that report something a person must see. Three concerns shape it:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from trainmon_tui.model import EventKind, LogEvent
@@ -92,6 +95,53 @@ _NAN_LEADERS = frozenset({"found", "detected", "encountered", "got"})
 _REVERSED_CONTEXT = re.compile(r"[ +-]*(?:\(rosnet)?[ '\":=]*(?:(?:si|saw|emaceb)\s+)?([\w./-]+)")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
+#: Substrings of which every line that :meth:`EventDetector.feed` examines outside a traceback holds at least
+#: one (the union of the gate's phrases). A caller that sees none of them in a line, while no traceback is
+#: open, may skip ``feed`` for that line: it would return no event and change no state. None holds a digit,
+#: so a line's digits can be masked (the engine caches per line shape) without changing the answer.
+GATE_PHRASES: tuple[str, ...] = (
+    "nan",
+    "NaN",
+    "kill",
+    "illed",
+    "Traceback",
+    "Kill",
+    "KILL",
+    "NCCL",
+    "ChildFailed",
+    "ALLOC_FAILED",
+    "OUT_OF_MEMORY",
+    "xit",
+    "xhaust",
+    "Xid",
+    "EXHAUSTED",
+    "of memory",
+    "enough memory",
+    "OOM when",
+    "NV",
+    "devices were",
+    "device handle",
+    'File "',
+    'Field "',
+)
+
+# The phrases other than a NaN's spellings: a line holding one of them is always examined.
+_WORDY_PHRASES = tuple(phrase for phrase in GATE_PHRASES if phrase not in ("nan", "NaN"))
+
+
+def could_report(text: str) -> bool:
+    """False only for a line that :meth:`EventDetector.feed` is sure to pass by (while no traceback is open):
+    none of :data:`GATE_PHRASES`, or only a "nan" inside a word ("step_avg:nanms", "nanoGPT").
+
+    The answer depends on no digit's value (a digit counts as a letter of a word either way), so it may be
+    cached per line shape with the digits masked.
+    """
+    for phrase in _WORDY_PHRASES:
+        if phrase in text:
+            return True
+    return _standalone_nan_at(text) >= 0
+
+
 _TRACEBACK_HEADER = "Traceback (most recent call last):"
 _FRAME = re.compile(r'\s*File "[^"]*", line \d+')
 # The last line of a traceback: "ValueError: ...", "KeyboardInterrupt", "torch.OutOfMemoryError: ...".
@@ -141,6 +191,12 @@ class EventDetector:
         self._tracebacks: dict[int | None, _OpenTraceback] = {}
         self._reported: dict[tuple[str, int | None], _LastReport] = {}
 
+    @property
+    def open_tracebacks(self) -> Mapping[int | None, object]:
+        """The ranks with a traceback open, a live view. While it is not empty every line must be fed,
+        whatever it holds; otherwise a line without any of :data:`GATE_PHRASES` may be skipped."""
+        return self._tracebacks
+
     def feed(self, text: str, line: int, rank: int | None) -> list[LogEvent]:
         """Examine one cleaned line (1-based ``line``); return the events it produced (usually none)."""
         if self._tracebacks:
@@ -151,7 +207,8 @@ class EventDetector:
         # only then the phrases that need that character. Every phrase _classify looks for on a line outside a
         # traceback is admitted here: "kill"/"illed"/"Traceback" (oom-kill, killed by signal), "Kill"/"KILL"
         # (Killed, SIGKILL), exitcode/exit status/ResourceExhausted, Xid, out of memory, TensorFlow's
-        # "OOM when allocating", NVRM/NVML/NVIDIA-SMI, "No devices were found", a frame's 'File "'.
+        # "OOM when allocating", NVRM/NVML/NVIDIA-SMI, "No devices were found", a frame's 'File "'. Keep
+        # GATE_PHRASES in step with this test: it lists every phrase admitted here.
         if (
             (("nan" in text or "NaN" in text) and _nan_report_at(text) >= 0)
             or ("k" in text and ("kill" in text or "illed" in text or "Traceback" in text))
@@ -371,15 +428,30 @@ def _nan_report_at(text: str) -> int:
     reward statistics), inside words ("nanms", "nanoGPT") or as a running average ("(nan)") is not.
     """
     for spelling in ("nan", "NaN"):
-        at = text.find(spelling)
+        at = _standalone_at(text, spelling, 0)
         while at >= 0:
-            end = at + 3
-            standalone = (at == 0 or text[at - 1] not in _WORD_CHARS) and (
-                end == len(text) or text[end] not in _WORD_CHARS
-            )
-            if standalone and _is_nan_report(text, at, end):
+            if _is_nan_report(text, at, at + 3):
                 return at
-            at = text.find(spelling, end)
+            at = _standalone_at(text, spelling, at + 3)
+    return -1
+
+
+def _standalone_nan_at(text: str) -> int:
+    """Where a "nan" or "NaN" that is not part of a longer word first occurs, else -1."""
+    at = _standalone_at(text, "nan", 0)
+    return at if at >= 0 else _standalone_at(text, "NaN", 0)
+
+
+def _standalone_at(text: str, spelling: str, start: int) -> int:
+    """Where ``spelling`` next occurs from ``start`` as a word of its own, else -1."""
+    at = text.find(spelling, start)
+    while at >= 0:
+        end = at + len(spelling)
+        if (at == 0 or text[at - 1] not in _WORD_CHARS) and (
+            end == len(text) or text[end] not in _WORD_CHARS
+        ):
+            return at
+        at = text.find(spelling, end)
     return -1
 
 

@@ -17,8 +17,8 @@ modded-nanogpt's ``step_avg:nanms`` while the timer still skips warm-up steps. A
 
 from __future__ import annotations
 
-import math
 import re
+from math import isnan
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
@@ -30,6 +30,12 @@ _UNIT_SUFFIXES = ("ms", "s")
 
 # nanoGPT seeds its running MFU with -1 and prints it as a percentage until the first real estimate.
 _MFU_PLACEHOLDER = -100.0
+
+# Metric name of a printed key, with its unit glued on ("time_ms"): the same few keys repeat on every line.
+# nanoGPT's are None where the key is not words.
+_KARPATHY_NAMES: dict[str, str | None] = {}
+_MODDED_NAMES: dict[str, str] = {}
+_MAX_NAMES = 4096
 
 
 def _number(raw: str) -> float | None:
@@ -51,6 +57,26 @@ def _number_and_unit(raw: str) -> tuple[float | None, str]:
     return _number(raw), ""
 
 
+def _karpathy_name(key: str) -> str | None:
+    """The metric name of a nanoGPT key ("val loss", "time_ms"), None when it is not words."""
+    name = _KARPATHY_NAMES.get(key, "")
+    if name == "":
+        # A name is words ("val loss"); anything else is text that happened to follow the loss.
+        name = canonical_metric_name(key) if key.replace(" ", "_").isidentifier() else None
+        if len(_KARPATHY_NAMES) < _MAX_NAMES:
+            _KARPATHY_NAMES[key] = name
+    return name
+
+
+def _modded_name(key: str) -> str:
+    name = _MODDED_NAMES.get(key)
+    if name is None:
+        name = canonical_metric_name(key)
+        if len(_MODDED_NAMES) < _MAX_NAMES:
+            _MODDED_NAMES[key] = name
+    return name
+
+
 class NanoGptFamily:
     """karpathy/nanoGPT ``iter N: loss X, time Yms, mfu Z%`` and ``step N: train loss X, val loss Y``."""
 
@@ -62,21 +88,35 @@ class NanoGptFamily:
         if match is None:
             return None
         metrics: dict[str, float] = {}
+        names = _KARPATHY_NAMES
         for pair in match[2].split(","):
             key, _, raw_value = pair.strip().rpartition(" ")
-            # A name is words ("val loss"); anything else is text that happened to follow the loss.
-            if not key.replace(" ", "_").isidentifier():
-                continue
-            value, unit = _number_and_unit(raw_value)
+            # The common values read inline ("4.2082", "0.01%"); "1431.27ms" keeps its unit in the name.
+            last = raw_value[-1:]
+            value: float | None
+            if last == "s":
+                value, unit = _number_and_unit(raw_value)
+                if unit and key:
+                    # (An empty key stays empty: it is no name, with or without a unit.)
+                    key = key + "_" + unit
+            elif last == "%":
+                value = _number(raw_value)
+            else:
+                try:
+                    value = float(raw_value)
+                except ValueError:
+                    value = parse_number(raw_value)
             if value is None:
                 continue
-            name = canonical_metric_name(key + "_" + unit if unit else key)
-            if name == "mfu" and value == _MFU_PLACEHOLDER:
+            name = names.get(key, "")
+            if name == "":
+                name = _karpathy_name(key)
+            if name is None or (value == _MFU_PLACEHOLDER and name == "mfu"):
                 continue
             metrics[name] = value
         if not metrics:
             return None
-        return Hit(step=int(match[1]), metrics=metrics)
+        return Hit(int(match[1]), None, None, None, None, None, metrics)
 
 
 class ModdedNanoGptFamily:
@@ -86,25 +126,49 @@ class ModdedNanoGptFamily:
     gate: ClassVar[tuple[str, ...]] = ("step:",)
 
     def parse(self, text: str) -> Hit | None:
+        if not text.startswith("step:"):
+            return None
         match = _MODDED_RE.match(text)
         if match is None:
             return None
         metrics: dict[str, float] = {}
+        names = _MODDED_NAMES
+        value: float | None
         for pair in match[3].split():
             key, sep, raw_value = pair.partition(":")
             if not sep:
                 continue
-            value, unit = _number_and_unit(raw_value)
-            if value is None:
-                continue
-            if unit and math.isnan(value):
-                # A NaN timing is the warm-up placeholder, not a measurement.
-                continue
-            metrics[canonical_metric_name(key + "_" + unit if unit else key)] = value
+            if raw_value[-1:] == "s":
+                # A timing: "train_time:12345ms", "step_avg:nanms" (what _number_and_unit does, inlined: a
+                # token holds no whitespace to strip).
+                if len(raw_value) > 2 and raw_value[-2] == "m":
+                    number, unit = raw_value[:-2], "_ms"
+                elif len(raw_value) > 1:
+                    number, unit = raw_value[:-1], "_s"
+                else:
+                    continue
+                try:
+                    value = float(number)
+                except ValueError:
+                    value = _number(number)
+                    if value is None:
+                        continue
+                if isnan(value):
+                    # A NaN timing is the warm-up placeholder, not a measurement.
+                    continue
+                key += unit
+            else:
+                try:
+                    value = float(raw_value)
+                except ValueError:
+                    value = _number(raw_value)
+                    if value is None:
+                        continue
+            metrics[names.get(key) or _modded_name(key)] = value
         if not metrics:
             return None
         total = match[2]
-        return Hit(step=int(match[1]), total_steps=None if total is None else int(total), metrics=metrics)
+        return Hit(int(match[1]), None if total is None else int(total), None, None, None, None, metrics)
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (NanoGptFamily, ModdedNanoGptFamily)

@@ -16,8 +16,8 @@ rank prefix; each line is read as it is, and telling ranks apart is left to the 
 
 from __future__ import annotations
 
-import calendar
 import re
+from datetime import date
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
@@ -28,19 +28,35 @@ _STEP_RE = re.compile(
     r"(?:\s*-\s*[\w.]+\s*-\s*[A-Z]+\s*-\s*)?"
     r"\s*(validate step|step):\s*(\d{1,18})\s{2}(.*)"
 )
-_PAIR_RE = re.compile(r"([A-Za-z_]\w*):\s*(\S+)")
+# A "name: value" pair. A name starts at the first letter of a word: the lookbehind saves trying again at
+# every later letter of a word that is not followed by ":", and finds the same matches.
+_PAIR_RE = re.compile(r"(?<![A-Za-z_])([A-Za-z_]\w*+):\s*(\S+)")
 _MEMORY_RE = re.compile(r"(\d+(?:\.\d+)?)GiB\((\d+(?:\.\d+)?)%\)")
+# Metric name of a pair's name, per prefix ("" or "val_"): the same few repeat on every line.
+_NAMES: dict[str, dict[str, str]] = {"": {}, "val_": {}}
+_MAX_NAMES = 4096
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# Days from the epoch to each printed date ("2026-02-24"), None for one calendar.timegm refuses (a month or a
+# year out of range; timegm checks neither the day nor the time of day, so neither is checked here).
+_DAYS: dict[str, int | None] = {}
 
 
-def _stamp_seconds(groups: tuple[str | None, ...]) -> float | None:
-    """UTC seconds of the stamp groups (year..second, fraction), or None when absent or not a real date."""
-    if groups[0] is None:
+def _stamp_seconds(text: str, match: re.Match[str]) -> float | None:
+    """UTC seconds of the stamp groups (1-6 year..second, 7 fraction) as ``calendar.timegm`` counts them, or
+    None when the month or year is out of range."""
+    day_text = text[match.start(1) : match.end(3)]
+    days = _DAYS.get(day_text)
+    if days is None and day_text not in _DAYS:
+        try:
+            days = date(int(match[1]), int(match[2]), 1).toordinal() - _EPOCH_ORDINAL + int(match[3]) - 1
+        except ValueError:
+            days = None
+        if len(_DAYS) < _MAX_NAMES:
+            _DAYS[day_text] = days
+    if days is None:
         return None
-    try:
-        seconds = calendar.timegm((*(int(g or 0) for g in groups[:6]), 0, 0, 0))
-    except ValueError:
-        return None
-    fraction = groups[6]
+    seconds = ((days * 24 + int(match[4])) * 60 + int(match[5])) * 60 + int(match[6])
+    fraction = match[7]
     return seconds + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
@@ -56,6 +72,7 @@ class TorchTitanFamily:
             return None
         # Validation lines reuse the training names; the prefix keeps the two series apart.
         prefix = "val_" if match[8] == "validate step" else ""
+        names = _NAMES[prefix]
         metrics: dict[str, float] = {}
         for key, raw_value in _PAIR_RE.findall(match[10]):
             if key == "memory":
@@ -64,16 +81,24 @@ class TorchTitanFamily:
                     metrics[prefix + "memory_gib"] = float(memory[1])
                     metrics[prefix + "memory_pct"] = float(memory[2])
                     continue
+            value: float | None
             try:
                 # tps/tflops carry thousands separators and mfu a percent sign.
-                value: float | None = float(raw_value.replace(",", "").rstrip("%"))
+                value = float(raw_value.replace(",", "").rstrip("%"))
             except ValueError:
                 value = parse_number(raw_value)
-            if value is not None:
-                metrics[canonical_metric_name(prefix + key)] = value
+                if value is None:
+                    continue
+            name = names.get(key)
+            if name is None:
+                name = canonical_metric_name(prefix + key)
+                if len(names) < _MAX_NAMES:
+                    names[key] = name
+            metrics[name] = value
         if not metrics:
             return None
-        return Hit(step=int(match[9]), metrics=metrics, timestamp=_stamp_seconds(match.groups()[:7]))
+        stamp = None if match[1] is None else _stamp_seconds(text, match)
+        return Hit(int(match[9]), None, None, None, None, None, metrics, stamp)
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (TorchTitanFamily,)

@@ -1,0 +1,162 @@
+"""``LogParser.feed_block`` and the engine's shape cache give exactly what ``feed`` line by line gives.
+
+Checked on every text fixture under tests/fixtures/ (training logs, error samples, tool output: any text must
+go through the same way), on the benchmark's mixed log (copies of all training logs with advancing counters),
+and on random mixtures of fixture lines and arbitrary text cut into blocks of random sizes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainmon_tui.model import LogEvent, LogRecord
+from trainmon_tui.parsers.trainlog.engine import LogParser
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+BENCHMARK = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "bench_parse_log.py"
+_TEXT_SUFFIXES = {".txt", ".log", ".csv", ".md", ".json"}
+
+Outcome = tuple[list[LogRecord], list[LogEvent], str | None, frozenset[int]]
+
+
+def _fixture_paths() -> list[Path]:
+    return sorted(path for path in FIXTURES.rglob("*") if path.is_file() and path.suffix in _TEXT_SUFFIXES)
+
+
+def _physical_lines(path: Path) -> list[str]:
+    """The lines as parse-log reads them: decoding errors replaced, split on "\\n" only, ends stripped."""
+    with path.open(encoding="utf-8", errors="replace", newline="\n") as handle:
+        return [line.rstrip("\r\n") for line in handle]
+
+
+def _line_by_line(lines: Iterable[str], parser: LogParser | None = None) -> Outcome:
+    parser = parser or LogParser()
+    records: list[LogRecord] = []
+    events: list[LogEvent] = []
+    for line in lines:
+        new_records, new_events = parser.feed(line)
+        records += new_records
+        events += new_events
+    new_records, new_events = parser.finish()
+    return records + new_records, events + new_events, parser.format, parser.ranks
+
+
+def _in_blocks(lines: Sequence[str], sizes: Sequence[int]) -> Outcome:
+    """Feed ``lines`` in blocks of the given sizes, cycling through them."""
+    parser = LogParser()
+    records: list[LogRecord] = []
+    events: list[LogEvent] = []
+    at = 0
+    turn = 0
+    while at < len(lines):
+        size = sizes[turn % len(sizes)]
+        new_records, new_events = parser.feed_block(lines[at : at + size])
+        records += new_records
+        events += new_events
+        at += size
+        turn += 1
+    new_records, new_events = parser.finish()
+    return records + new_records, events + new_events, parser.format, parser.ranks
+
+
+def _comparable(outcome: Outcome) -> str:
+    # repr, so that a NaN metric compares equal to itself and 0.0 differs from -0.0.
+    return repr(outcome)
+
+
+def _benchmark_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_parse_log", BENCHMARK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_there_are_fixtures_to_compare() -> None:
+    paths = _fixture_paths()
+    assert len(paths) > 100
+    assert any(path.parent.name == "nanogpt" for path in paths)
+
+
+@pytest.mark.parametrize("path", _fixture_paths(), ids=lambda path: str(path.relative_to(FIXTURES)))
+def test_every_fixture_reads_the_same_in_blocks(path: Path) -> None:
+    lines = _physical_lines(path)
+    expected = _comparable(_line_by_line(lines))
+    assert _comparable(_in_blocks(lines, [len(lines) or 1])) == expected
+    assert _comparable(_in_blocks(lines, [1])) == expected
+    assert _comparable(_in_blocks(lines, [3, 1, 7])) == expected
+
+
+def test_the_benchmark_mix_reads_the_same_in_blocks() -> None:
+    # Three copies: the first holds the logs of huge \r-redrawn lines; counters advance from copy to copy.
+    mixed = _benchmark_module().mixed_lines(3000)
+    lines = list(mixed)
+    assert len(lines) >= 3000
+    line_by_line = _line_by_line(lines)
+    records, events, log_format, _ = line_by_line
+    assert len(records) > 1500
+    assert events
+    assert log_format is not None
+    expected = _comparable(line_by_line)
+    assert _comparable(_in_blocks(lines, [4096])) == expected
+    assert _comparable(_in_blocks(lines, [1000, 1, 17])) == expected
+
+
+def test_the_shape_cache_changes_nothing() -> None:
+    """The cache decides gates and event phrases from a line's digit-masked shape; without it, the same."""
+    lines = list(_benchmark_module().mixed_lines(3000))
+    uncached = LogParser()
+    uncached._max_shape_chars = -1
+    assert _comparable(_line_by_line(lines, uncached)) == _comparable(_line_by_line(lines))
+
+
+def test_a_block_counts_its_lines_like_single_lines() -> None:
+    parser = LogParser()
+    parser.feed_block(["hello", "", "world"])
+    records, _ = parser.feed("{'loss': 1.5, 'epoch': 0.1}")
+    assert records[0].line == 4
+    records, _ = parser.feed_block(["x", "step:7/10 train_loss:2.5"])
+    assert [(r.line, r.step, dict(r.metrics)) for r in records] == [(6, 7, {"loss": 2.5})]
+    assert parser.feed_block([]) == ([], [])
+
+
+def test_a_wrapped_dict_may_span_two_blocks() -> None:
+    lines = ["{'eval_loss': 2.22, 'eval_samples_pe", "r_second': 7.289, 'epoch': 0.01}", "done"]
+    parser = LogParser()
+    first, _ = parser.feed_block(lines[:1])
+    second, _ = parser.feed_block(lines[1:])
+    assert first == []
+    assert [(r.line, dict(r.metrics)) for r in second] == [
+        (1, {"val_loss": 2.22, "eval_samples_per_second": 7.289})
+    ]
+    assert second[0].epoch == 0.01
+
+
+_FIXTURE_LINES = sorted(
+    {line for path in _fixture_paths() for line in _physical_lines(path) if len(line) < 400}
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_FIXTURE_LINES),
+            st.text(max_size=80),
+            st.sampled_from(_FIXTURE_LINES).map(lambda line: line.replace("1", "7").replace("0", "9")),
+        ),
+        max_size=60,
+    ),
+    st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=5),
+)
+def test_random_mixtures_read_the_same_in_blocks(lines: list[str], sizes: list[int]) -> None:
+    # Lines never hold "\n": the reader splits on it.
+    lines = [line.replace("\n", " ") for line in lines]
+    assert _comparable(_in_blocks(lines, sizes)) == _comparable(_line_by_line(lines))
