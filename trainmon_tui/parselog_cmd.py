@@ -147,12 +147,9 @@ class RecordEncoder:
             self._learn_names(all_metrics)
         epoch_sum = sum(filter(_not_none, map(_EPOCH, records)))
         if epoch_sum - epoch_sum == 0 and plain.issuperset(chain.from_iterable(all_metrics)):
-            try:
-                return self._format(records, all_metrics)
-            except TypeError:
-                # Metrics held in a mapping that is not a dict (LogRecord allows any Mapping).
-                return [json.dumps(record_to_json(record)) for record in records]
-        # Some record needs json.dumps: format the runs of records between such ones.
+            return self._format_or_dump(records, all_metrics)
+        # Some record needs json.dumps (or the epochs only added up to infinity): format the runs of records
+        # between such ones.
         texts: list[str] = []
         run: list[LogRecord] = []
         for record in records:
@@ -161,12 +158,19 @@ class RecordEncoder:
                 run.append(record)
                 continue
             if run:
-                texts += self.encode(run)
+                texts += self._format_or_dump(run, list(map(_METRICS, run)))
                 run = []
             texts.append(json.dumps(record_to_json(record)))
         if run:
-            texts += self.encode(run)
+            texts += self._format_or_dump(run, list(map(_METRICS, run)))
         return texts
+
+    def _format_or_dump(self, records: Sequence[LogRecord], all_metrics: list[Any]) -> list[str]:
+        try:
+            return self._format(records, all_metrics)
+        except TypeError:
+            # Metrics held in a mapping that is not a dict (LogRecord allows any Mapping).
+            return [json.dumps(record_to_json(record)) for record in records]
 
     def _format(self, records: Sequence[LogRecord], all_metrics: list[Any]) -> list[str]:
         fixed = (_FIXED_TEMPLATE * len(records)) % tuple(chain.from_iterable(map(_FIXED_FIELDS, records)))

@@ -138,3 +138,8 @@ def test_write_json_streams_valid_json_with_every_record(tmp_path: Path) -> None
 def test_encoder_takes_any_mapping_of_metrics() -> None:
     record = LogRecord(line=3, step=1, metrics=MappingProxyType({"loss": 1.5}))
     assert RecordEncoder().encode([record]) == [json.dumps(record_to_json(record))]
+
+
+def test_encoder_with_epochs_that_only_overflow_together() -> None:
+    records = [LogRecord(line=n, epoch=1.5e308, metrics={"loss": 1e308}) for n in (1, 2)]
+    assert RecordEncoder().encode(records) == [json.dumps(record_to_json(record)) for record in records]

@@ -160,3 +160,13 @@ def test_random_mixtures_read_the_same_in_blocks(lines: list[str], sizes: list[i
     # Lines never hold "\n": the reader splits on it.
     lines = [line.replace("\n", " ") for line in lines]
     assert _comparable(_in_blocks(lines, sizes)) == _comparable(_line_by_line(lines))
+
+
+def test_the_shape_cache_stays_bounded() -> None:
+    parser = LogParser()
+    for number in range(5000):
+        # Letters are not masked: every line is a shape of its own.
+        parser.feed("".join(chr(ord("a") + int(digit)) for digit in str(number)) + " step:1 train_loss:2.5")
+    assert 0 < len(parser._shapes) <= 2048
+    records, _ = parser.feed("step:7/10 train_loss:2.5")
+    assert records[0].step == 7

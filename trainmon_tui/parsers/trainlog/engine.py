@@ -285,10 +285,12 @@ class _Shape:
 # Every ASCII digit becomes "0": no gate or event phrase holds a digit, so masking them changes no substring
 # test, and the lines of a log, which differ mostly in their numbers, share a handful of shapes.
 _MASK_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-# Longer lines are rare (progress-bar redraw piles); they are examined uncached. The cache is emptied when its
-# keys reach _MAX_SHAPE_BYTES, so it stays small whatever the log holds.
+# Longer lines are rare (progress-bar redraw piles); they are examined uncached. The cache is emptied when it
+# reaches _MAX_SHAPES shapes or _MAX_SHAPE_BYTES of keys, so it stays small (well under a MB per parser)
+# whatever the log holds; a log has a few hundred shapes.
 _MAX_SHAPE_CHARS = 2048
-_MAX_SHAPE_BYTES = 1 << 20
+_MAX_SHAPES = 2048
+_MAX_SHAPE_BYTES = 1 << 18
 
 
 class LogParser:
@@ -484,7 +486,7 @@ class LogParser:
             if shape is None:
                 shape = self._new_shape(text)
                 self._shape_bytes += len(key)
-                if self._shape_bytes > _MAX_SHAPE_BYTES:
+                if self._shape_bytes > _MAX_SHAPE_BYTES or len(self._shapes) >= _MAX_SHAPES:
                     self._shapes.clear()
                     self._shape_bytes = len(key)
                 self._shapes[key] = shape
