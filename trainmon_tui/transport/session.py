@@ -212,6 +212,9 @@ def classify_error(exc: BaseException | None, *, host_key_known: bool = False) -
         return DownReason.CONNECTION_REFUSED, detail
     if isinstance(exc, socket.gaierror):
         return DownReason.HOST_UNREACHABLE, f"name not resolved: {detail}"
+    if isinstance(exc, FileNotFoundError | PermissionError) and exc.filename:
+        # A local file the login needs (identity file, known_hosts, ssh config): say which and why.
+        return DownReason.SSH_ERROR, f"cannot read {exc.filename}: {exc.strerror}"
     if isinstance(exc, _PROTOCOL_FAULTS):
         return DownReason.SSH_ERROR, f"{type(exc).__name__}: {detail}"
     if isinstance(exc, ConnectionError | asyncssh.DisconnectError):
