@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import calendar
-import re
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.family_helpers import engine_cleaned, family_hits, physical_lines, read_fixture_lines
 from trainmon_tui.parsers.trainlog.base import Hit
 from trainmon_tui.parsers.trainlog.engine import parse_lines
 from trainmon_tui.parsers.trainlog.fam_fairseq import FAMILIES, FairseqFamily
@@ -20,35 +20,13 @@ LEGACY_PIPE_LOG = "fairseq_legacy_pipe_epoch_updates_valid.txt"
 JSON_LOG = "fairseq_json_log_format_epoch_lines.txt"
 STARTUP_LOG = "fairseq_info_startup_and_overflow_notes.txt"
 
-# What the engine removes before a family sees a line: a [rankN]: prefix and a timestamp at the very start.
-_ENGINE_PREFIX = re.compile(r"(?:\[rank\d+\]:)?(?:\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\]?\s*)?")
-
 
 def fixture_lines(name: str) -> list[str]:
-    return (LOGS / "fairseq" / name).read_text(encoding="utf-8").splitlines()
-
-
-def engine_cleaned(line: str) -> str:
-    prefix = _ENGINE_PREFIX.match(line)
-    return line[prefix.end() :] if prefix else line
-
-
-def physical_lines(path: Path) -> list[str]:
-    """The file's lines as the engine reads them: split on newline only."""
-    lines = path.read_text(encoding="utf-8").split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
+    return read_fixture_lines("fairseq", name)
 
 
 def hits_by_line(lines: list[str]) -> dict[int, Hit]:
-    """Feed every line to one family instance; 1-based line number -> Hit. A hit must pass the gate."""
-    family = FairseqFamily()
-    found: dict[int, Hit] = {}
-    for number, line in enumerate(lines, start=1):
-        hit = family.parse(line)
-        if hit is not None:
-            assert any(token in line for token in FairseqFamily.gate), line
-            found[number] = hit
-    return found
+    return family_hits(FairseqFamily, lines)
 
 
 def test_module_exports_the_family() -> None:
