@@ -12,12 +12,20 @@ Approaches, one after the other in the same run against the same servers:
 
 * **streams only** - the same two streams per host (``dmon``, ``tail -F``) read and thrown away unparsed: the
   floor that SSH transport alone costs, to tell it apart from parsing and storing;
-* **trainmon, GPU + logs** - the fleet with the GPU collector (one long-running ``dmon`` per host, plus the
-  ``--query-gpu`` inventory) and the log collector (``tail -F``) per host: exactly the brief's workload;
+* **trainmon, GPU + logs** - the fleet with the GPU collector (one long-running ``dmon`` per host, every row
+  parsed and stored, plus the ``--query-gpu`` inventory every 60 s) and the log collector (``tail -F``, every
+  line parsed and stored, plus its file listing every 30 s) per host: exactly the brief's workload;
 * **trainmon, all collectors** - the default plan, which also polls ``ps`` and ``--query-compute-apps``
-  every 3 s per host (on loopback every fake host lists the whole machine's processes, several hundred);
+  every 3 s per host (on loopback every fake host lists the whole machine's processes, several hundred).
+  Every line of each listing is split to find the processes that matter (a run's pattern, GPU holders, their
+  parents and children); only those are parsed, cleaned and stored. The runs here name no ``process``
+  pattern, so little beyond GPU holders is parsed: a fleet whose runs do pays for a few dozen more lines;
 * **naive** - what a script does: per host, ``ssh host nvidia-smi --query-gpu=... --format=csv`` every
   second with the real OpenSSH client (a fresh connection each time), output parsed.
+
+Every approach uses the transport as the app does: AES-GCM where the server offers it, output taken from
+the channel callbacks, and stream readers woken for new lines together on a 0.25 s grid (a line waits at
+most that long); the CPU a stream costs depends much on how many separate wake-ups it causes.
 
 Prints a Markdown table (median CPU of the windows, min-max, CPU per host per second, work done, how long
 the fleet took to stop) and the ratios. The naive script cannot keep up (each call is a full SSH handshake),
@@ -70,6 +78,7 @@ from trainmon_tui.transport.fleet import (  # noqa: E402
     default_plan,
 )
 from trainmon_tui.transport.runner import CommandRunner  # noqa: E402
+from trainmon_tui.transport.streams import DEFAULT_DELIVERY_TICK_S  # noqa: E402
 
 GPUS_PER_HOST = 8
 TARGET_CPU_PCT = 2.0
@@ -332,6 +341,14 @@ async def run_naive(info: dict[str, object], warmup_s: float, windows: int, wind
 # ---------------------------------------------------------------------------------------------- reporting
 
 
+def _load() -> str:
+    """The 1-minute load average: other work on the machine slows this process's own work too."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
 def _cpu_pct(result: Result) -> float:
     return result.median(lambda w: w.cpu_pct)
 
@@ -376,9 +393,12 @@ def report(results: Sequence[Result], naive: Result, hosts: int, args: argparse.
         f"## Collection CPU: {hosts} hosts x {GPUS_PER_HOST} GPUs at 1 Hz + 1 log line/s/host",
         "",
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, servers on "
-        f"loopback in another process. CPU of the collecting process only (for naive, with its ssh "
-        f"children): median of {args.windows} windows of {args.window_s:g} s after {args.warmup_s:g} s "
-        f"of warm-up (naive: {args.naive_windows} x {args.naive_window_s:g} s).",
+        f"loopback in another process, load average {args.load_at_start} at the start. CPU of the "
+        f"collecting process only (for naive, with its ssh children): median of {args.windows} windows of "
+        f"{args.window_s:g} s "
+        f"after {args.warmup_s:g} s of warm-up (naive: {args.naive_windows} x {args.naive_window_s:g} s). "
+        f"Stream readers are woken every {DEFAULT_DELIVERY_TICK_S:g} s at most; ps listings are scanned "
+        f"whole and only the processes that matter parsed (the runs here name no process pattern).",
         "",
         "| approach | CPU % of one core | min - max | CPU ms per host per second | work done | fleet stop |",
         "|---|---|---|---|---|---|",
@@ -441,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--naive-window-s", type=float, default=10.0)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.load_at_start = _load()
     if args.serve:
         serve(args.hosts)
         return 0

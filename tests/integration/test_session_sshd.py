@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -65,6 +66,22 @@ async def test_arguments_reach_the_host_unchanged(sshd_harness: SshdHarness, fak
         status, out, err = await run(session, ["printf", "[%s]", *awkward], timeout=10)
     assert (status, err) == (0, "")
     assert out == "".join(f"[{argument}]" for argument in awkward)
+
+
+async def test_the_cheapest_cipher_is_the_one_negotiated(
+    sshd_harness: SshdHarness, fake_host: FakeHost
+) -> None:
+    # OpenSSH accepts AES-GCM by default, so that is what runs: the cipher the preference list puts first.
+    async with HostSession(sshd_harness.params(fake_host)) as session:
+        conn = await session.wait_up(timeout=10)
+        assert conn.get_extra_info("send_cipher") == "aes128-gcm@openssh.com"
+        assert conn.get_extra_info("recv_cipher") == "aes128-gcm@openssh.com"
+    # None leaves the choice to asyncssh's defaults (chacha20-poly1305 first), which the server accepts too.
+    params = replace(sshd_harness.params(fake_host), ciphers=None)
+    async with HostSession(params) as session:
+        conn = await session.wait_up(timeout=10)
+        assert conn.get_extra_info("send_cipher") == "chacha20-poly1305@openssh.com"
+        assert (await run(session, ["true"], timeout=10)).exit_status == 0
 
 
 async def test_missing_command_exits_127_with_a_message(

@@ -308,3 +308,92 @@ def test_feed_never_raises_on_header_like_lines(lines: list[str]) -> None:
     for line in lines:
         sample = parser.feed(line)
         assert sample is None or isinstance(sample.gpu, int)
+
+
+# ------------------------------------------------------------------------ fast row path, inventory, repeats
+
+
+_UUID0 = "GPU-e16d248c-c1a9-3302-01d6-82c18e02c9ce"
+_UUID1 = "GPU-45007176-8a28-3db0-cea5-27903b16107b"
+
+
+def _blackwell_inventory() -> dict[int, GpuSample]:
+    """What --query-gpu said about GPUs 0 and 1 of the Blackwell host (tests/fixtures/query_gpu capture)."""
+    name = "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition"
+    return {
+        0: GpuSample(gpu=0, fb_total_mib=97887, power_limit_w=300.0, uuid=_UUID0, name=name),
+        1: GpuSample(gpu=1, fb_total_mib=97887, power_limit_w=300.0, uuid=_UUID1, name=name),
+    }
+
+
+def test_inventory_fills_what_dmon_does_not_print() -> None:
+    lines = read("dmon_s_pucm_blackwell_4gpu_driver595.txt").splitlines()
+    parser = DmonParser(inventory=_blackwell_inventory())
+    samples = [sample for line in lines if (sample := parser.feed(line)) is not None]
+    gpu0, gpu1, gpu2 = samples[0], samples[1], samples[2]
+    assert (gpu0.fb_total_mib, gpu0.power_limit_w, gpu0.uuid) == (97887, 300.0, _UUID0)
+    assert gpu1.uuid == _UUID1 and gpu1.name is not None and gpu1.name.endswith("Edition")
+    # dmon's own numbers are untouched; a GPU the inventory does not know has none of its fields.
+    assert (gpu0.power_w, gpu0.fb_used_mib, gpu0.sm_pct) == (294, 90538, 98)
+    assert (gpu2.uuid, gpu2.fb_total_mib, gpu2.name, gpu2.power_limit_w) == (None, None, None, None)
+    # A new inventory (a power limit was changed) applies to the rows after it.
+    parser.set_inventory({0: GpuSample(gpu=0, power_limit_w=250.0)})
+    again = parser.feed(lines[2])
+    assert again is not None and (again.power_limit_w, again.uuid, again.power_w) == (250.0, None, 294)
+
+
+def test_headers_printed_again_are_read_the_same_way() -> None:
+    # The 4-GPU capture printed three times in a row, headers and all, as the fleet's stand-in replays it.
+    text = read("dmon_s_pucm_blackwell_4gpu_driver595.txt")
+    once = parse_dmon(text)
+    assert parse_dmon("\n".join([text] * 3)) == once * 3
+    # A units line widens the header in force; repeated, it still cuts touching columns at the same edges.
+    lines = read("dmon_o_DT_s_pucet_sbecc_dbecc_dash.txt").splitlines()
+    touching = lines[3].replace("     -     -     0", "     -     -100000")
+    cycle = [lines[0], lines[1], touching]
+    samples = parse_dmon("\n".join(cycle * 3))
+    assert [(s.printed_time, s.extra["pci"]) for s in samples] == [("20210102 19:12:33", 100000)] * 3
+
+
+def test_a_new_layout_after_repeated_headers_takes_over() -> None:
+    blackwell = read("dmon_s_pucm_blackwell_4gpu_driver595.txt")
+    memory_only = read("dmon_s_m_8gpu_fb_bar1_ccpm.txt")
+    samples = parse_dmon("\n".join([blackwell, blackwell, memory_only, blackwell]))
+    assert [s.power_w for s in samples[8:24]] == [None] * 16
+    assert [s.fb_used_mib for s in samples[8:24]] == [4] * 16
+    assert samples[24].power_w == 294 and samples[24].extra == samples[0].extra
+
+
+@pytest.mark.parametrize("value", ["1e999", "-1e999", "9" * 400, "1_0", "nan", "Infinity"])
+def test_values_that_are_not_finite_dmon_numbers_make_a_row_foreign(value: str) -> None:
+    lines = read("dmon_default_gtemp_mtemp_ramp_up.txt").splitlines()
+    parser = DmonParser()
+    parser.feed(lines[0])
+    assert parser.feed(lines[2].replace("   70 ", f" {value} ", 1)) is None
+    # The parser keeps reading the rows after it.
+    assert parser.feed(lines[3]) is not None
+
+
+_ROW_VALUES = st.lists(
+    st.one_of(st.integers(min_value=0, max_value=10**9).map(str), st.just("-")), min_size=8, max_size=8
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ROW_VALUES, min_size=1, max_size=6), st.sampled_from(["", " N/A"]))
+def test_rows_read_back_the_numbers_they_hold(rows: list[list[str]], extra: str) -> None:
+    header = "# gpu    pwr  gtemp  mtemp     sm    mem    enc    dec   mclk" + ("    bar1" if extra else "")
+    parser = DmonParser()
+    parser.feed(header)
+    for index, cells in enumerate(rows):
+        sample = parser.feed(f"{index:>5} " + " ".join(f"{cell:>6}" for cell in cells) + extra)
+        assert sample is not None
+        expected = [None if cell == "-" else float(cell) for cell in cells]
+        pwr, gtemp, mtemp, sm, mem, enc, dec, mclk = expected
+        assert sample.gpu == index
+        assert (sample.power_w, sample.gpu_temp_c, sample.mem_temp_c) == (pwr, gtemp, mtemp)
+        assert (sample.sm_pct, sample.mem_util_pct, sample.mem_clock_mhz) == (sm, mem, mclk)
+        assert (sample.extra["enc"], sample.extra["dec"]) == (enc, dec)
+        assert sample.fb_used_mib is None and sample.sm_clock_mhz is None
+        if extra:
+            assert sample.extra["bar1"] is None

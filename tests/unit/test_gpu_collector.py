@@ -316,6 +316,36 @@ async def test_dmon_rows_in_late_bursts_are_kept() -> None:
     assert len(runner.queries) >= 3
 
 
+async def test_an_inventory_refresh_reaches_the_rows_after_it() -> None:
+    # Someone lowers GPU 0's power limit (nvidia-smi -pl 250) while dmon streams: the next inventory query
+    # says so, and the dmon rows from then on carry it.
+    queries = 0
+
+    def query(argv: tuple[str, ...]) -> CommandResult:
+        nonlocal queries
+        queries += 1
+        answer = blackwell_query_answer(argv)
+        if queries > 1:
+            answer = answer.replace("300.00", "250.00", 1)
+        return CommandResult(0, answer, "")
+
+    lines = dmon_lines()
+    runner = FakeRunner(
+        lambda: ScriptedStream(replay(lines, times=40, every_s=0.01), exit_status=None), query
+    )
+    store = RecordingStore()
+    collector = make_collector(runner, store, Clock(0.0), query_interval_s=1.0, inventory_interval_s=0.1)
+    async with running(collector):
+        await eventually(lambda: any(sample.power_limit_w == 250.0 for sample in store.applied[4:]))
+    gpu0 = [sample for sample in store.applied[4:] if sample.gpu == 0]
+    limits = [sample.power_limit_w for sample in gpu0]
+    first_new = limits.index(250.0)
+    assert first_new > 0 and set(limits[:first_new]) == {300.0}
+    assert all(limit == 250.0 for limit in limits[first_new:])
+    # Only GPU 0's limit changed; its other fields still come from dmon and the inventory.
+    assert {(sample.uuid, sample.sm_pct) for sample in gpu0} == {(BLACKWELL_UUIDS[0], 98)}
+
+
 # --------------------------------------------------------------------------------------------- fallback
 
 

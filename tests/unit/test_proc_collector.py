@@ -12,11 +12,13 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from trainmon_tui.analysis.ranks import environ_grep_argv
+from trainmon_tui.analysis.ranks import environ_candidates, environ_grep_argv, find_rank_processes
 from trainmon_tui.config import RunConfig
 from trainmon_tui.model import GpuSample
-from trainmon_tui.parsers.ps import PS_ARGV
+from trainmon_tui.parsers.ps import PS_ARGV, parse_ps
 from trainmon_tui.parsers.smi_csv import QUERY_APPS_ARGV, QUERY_APPS_FIELDS
 from trainmon_tui.state.store import HostSnapshot, Store
 from trainmon_tui.transport.proc_collector import (
@@ -25,6 +27,7 @@ from trainmon_tui.transport.proc_collector import (
     PS_COMMAND,
     PS_STEP,
     ProcessCollector,
+    relevant_ps_lines,
 )
 from trainmon_tui.transport.remote import WRAPPER_NAME
 from trainmon_tui.transport.runner import LineStream
@@ -278,7 +281,10 @@ async def test_our_own_ps_is_left_out_and_commands_are_cleaned(store: Store, clo
     extra = [
         f" 9000  8999 S          00:00  0.0  1500 {wrapper}",
         f" 9001  9000 R          00:00  0.0  3000 {PS_COMMAND}",
-        " 9002   401 S          00:05  0.1  9000 python3 upload.py --hf_token=hf_AbCdEfGhIjKlMnOpQrStUvWxYz0",
+        # A helper rank 0 started (a child of a run's process, so it is kept), with a secret to mask.
+        " 9002   449 S          00:05  0.1  9000 python3 upload.py --hf_token=hf_AbCdEfGhIjKlMnOpQrStUvWxYz0",
+        # Nothing to do with any run: not kept, so neither parsed nor stored.
+        " 9003     1 S       01:02:03  0.0  5000 /usr/sbin/cron -f",
     ]
     runner = ScriptedRunner()
     runner.script("ps", ok(ALIVE + "\n".join(extra) + "\n"))
@@ -288,6 +294,7 @@ async def test_our_own_ps_is_left_out_and_commands_are_cleaned(store: Store, clo
     processes = {p.pid: p for p in host(store, clock).processes}
     assert 9000 not in processes and 9001 not in processes
     assert processes[9002].command == "python3 upload.py --hf_token=***"
+    assert 9003 not in processes
 
 
 async def test_failing_ps_keeps_the_last_listing_and_is_reported_once(
@@ -426,3 +433,88 @@ async def test_a_cancellation_lost_in_the_transport_still_stops_the_collector(
 def test_invalid_intervals_are_refused(store: Store, clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="interval_s"):
         ProcessCollector(ScriptedRunner(), store, HOST, [], interval_s=0)
+
+
+# ------------------------------------------------------------------------------ which ps lines are parsed
+
+_COMMANDS = [
+    "/usr/bin/python3 ../venv/bin/torchrun --nnodes=1 --nproc_per_node=2 train.py --lr 3e-4",
+    "python -m torch.distributed.run --nproc_per_node 3 --node_rank 1 train.py",
+    "/usr/bin/python3 -u train.py --lr 3e-4",
+    "python3 train.py --local_rank 1 --world_size 4",
+    "python3 worker.py --shard 2",
+    "bash run_training.sh",
+    "tail -n 0 -F train.log",
+    "sshd: trainer@notty",
+    "/usr/sbin/cron -f",
+    "[kworker/0:1-events]",
+]
+_PROCESS = st.tuples(st.integers(0, 40), st.sampled_from(_COMMANDS), st.booleans())
+
+
+def _listing(processes: list[tuple[int, str, bool]]) -> str:
+    """ps lines for pids 100, 101 ...; each one's parent is an earlier process (index) or pid 1 (0)."""
+    lines = []
+    for index, (parent, command, defunct) in enumerate(processes):
+        pid = 100 + index
+        ppid = 100 + parent - 1 if 0 < parent <= index else 1
+        state, shown = ("Z", f"[{command.split()[0]}] <defunct>") if defunct else ("S", command)
+        lines.append(f"{pid:>6} {ppid:>6} {state}    01:{index % 60:02d}  0.5 {1000 + index:>6} {shown}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_PROCESS, min_size=1, max_size=30),
+    st.sets(st.integers(0, 29), max_size=4),
+    st.sets(st.integers(0, 29), max_size=4),
+)
+def test_the_lines_kept_give_the_ranks_the_whole_listing_gives(
+    processes: list[tuple[int, str, bool]], gpu_at: set[int], environ_at: set[int]
+) -> None:
+    listing = _listing(processes)
+    everything = parse_ps(listing)
+    listed = {process.pid for process in everything}
+    environ = {100 + at: at % 4 for at in environ_at if 100 + at in listed}
+    known = {100 + at for at in gpu_at} | set(environ)
+    pattern = re.compile(r"train")
+    selection = relevant_ps_lines(listing, [pattern], known)
+    assert selection.text is not None and selection.listed == listed
+    kept = parse_ps(selection.text)
+    assert [process.pid for process in kept] == sorted(process.pid for process in kept)
+    kept_pids = {process.pid for process in kept}
+    assert {process.pid for process in everything if pattern.search(process.command)} <= kept_pids
+    assert known & listed <= kept_pids
+    for run_pattern in (pattern, None):
+        assert find_rank_processes(kept, run_pattern, environ) == find_rank_processes(
+            everything, run_pattern, environ
+        )
+    assert environ_candidates(kept, pattern) == environ_candidates(everything, pattern)
+
+
+def test_a_listing_with_a_header_is_left_to_be_parsed_whole() -> None:
+    listing = "  PID  PPID STAT ELAPSED %CPU   RSS COMMAND\n" + ALIVE
+    assert relevant_ps_lines(listing, [re.compile("train")], set()).text is None
+    # Without any process of interest nothing is kept, but every pid is known to be listed.
+    selection = relevant_ps_lines(ALIVE, [re.compile("no such program")], set())
+    assert selection.text == ""
+    assert selection.listed == {LAUNCHER, TAIL, RANK0, RANK1, RANK2, WORKER_A, WORKER_B}
+
+
+async def test_a_process_that_starts_holding_a_gpu_is_listed_in_the_same_poll(
+    store: Store, clock: FakeClock
+) -> None:
+    # ps lists an inference server no run's pattern matches; compute-apps then names it as a GPU holder.
+    server = 9100
+    listing = ALIVE + f" {server}     1 S          10:00 99.0 99000 /opt/serve --model llama\n"
+    apps = f"GPU-e16d248c-c1a9-3302-01d6-82c18e02c9ce, {server}, serve, 40000\n"
+    runner = ScriptedRunner()
+    runner.script("ps", ok(listing))
+    runner.script("nvidia-smi", ok(apps))
+    runner.script("grep", ok(ALIVE_ENVIRON))
+    await collector(runner, store, clock).poll()
+    listed = {process.pid: process for process in host(store, clock).processes}
+    assert listed[server].command == "/opt/serve --model llama"
+    assert listed[server].cpu_pct == 99.0
+    # Listing it read no environment: the run's pattern picks whose environment is read, not the GPU.
+    assert runner.calls_of("grep") == [environ_grep_argv([RANK0, RANK1, RANK2, WORKER_A, WORKER_B])]

@@ -283,3 +283,51 @@ def test_summaries_agree_with_brute_force(
         assert window.count == len(in_window)
     else:
         assert window.count >= len(in_window)
+
+
+_MAYBE = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.floats(-2.0, 3.0), _MAYBE, _MAYBE, _MAYBE, _MAYBE), min_size=1, max_size=80))
+def test_last_value_of_each_field_agrees_with_brute_force(
+    rows: list[tuple[float, float | None, float | None, float | None, float | None]],
+) -> None:
+    # Four fields with every presence pattern (16 masks, more than a series keeps before folding them), time
+    # steps that go back (clamped) or stand still, and a read after every append (queued rows written).
+    fields = ("a", "b", "c", "d")
+    series = TieredSeries(fields, typecode="d", layout=SMALL)
+    t = 500.0
+    newest_t = -math.inf
+    expected: dict[str, tuple[float, float] | None] = dict.fromkeys(fields)
+    for count, (dt, *values) in enumerate(rows, start=1):
+        t += dt
+        newest_t = max(newest_t, t)
+        series.append(t, tuple(values))
+        for name, value in zip(fields, values, strict=True):
+            if value is not None:
+                expected[name] = (newest_t, value)
+        assert {name: series.last(name) for name in fields} == expected
+        assert series.samples_total == count
+        assert series.newest_t == newest_t
+
+
+def test_every_reader_sees_rows_still_queued() -> None:
+    series = TieredSeries(("x",), typecode="d")
+    for step in range(3):  # fewer than a queue's worth
+        series.append(100.0 + step, (float(step),))
+    assert series.first_t == 100.0
+    assert series.stats("x").count == 3
+    assert [point.mean for point in series.points("x").points] == [0.0, 1.0, 2.0]
+    fresh = TieredSeries(("x",), typecode="d")
+    fresh.append(7.0, (1.5,))
+    assert fresh.last("x") == (7.0, 1.5)
+    assert fresh.nbytes() > 0 and fresh.buffer_lengths()[0] == 1
+
+
+def test_a_queued_row_keeps_the_values_it_was_given() -> None:
+    series = TieredSeries(("x", "y"), typecode="d")
+    values = [1.0, 2.0]
+    series.append(1.0, values)
+    values[0] = 99.0  # the caller reuses its list
+    assert series.last("x") == (1.0, 1.0)

@@ -40,11 +40,14 @@ from trainmon_tui.transport.session import (
     shared_connect_limiter,
 )
 from trainmon_tui.transport.streams import (
+    DeliveryTicks,
     LineSplitter,
     OutputTooLargeError,
     StreamLostError,
     open_stream,
     run,
+    shared_delivery_ticks,
+    shell_exit_status,
 )
 
 SERVER_KEY = asyncssh.generate_private_key("ssh-ed25519")
@@ -74,6 +77,16 @@ async def _spew(process: asyncssh.SSHServerProcess[bytes], argv: list[str]) -> i
     return 0
 
 
+async def _count(process: asyncssh.SSHServerProcess[bytes], argv: list[str]) -> int:
+    # Numbered lines, written in blocks as fast as the channel takes them (flow control included).
+    total, per_block = int(argv[1]), 10_000
+    for start in range(0, total, per_block):
+        block = "".join(f"{number:07d}\n" for number in range(start, min(start + per_block, total)))
+        process.stdout.write(block.encode())
+        await process.stdout.drain()
+    return 0
+
+
 class FakeHost:
     """An in-process SSH server; counts the channels it has open, like sshd's MaxSessions would."""
 
@@ -91,6 +104,7 @@ class FakeHost:
             "raw": _raw,
             "fail": _fail,
             "spew": _spew,
+            "count": _count,
             "block": self._block,
         }
         self.client_key_path = tmp_path / "id_client"
@@ -253,6 +267,18 @@ def test_splitter_output_does_not_depend_on_chunking(lines: list[str]) -> None:
     assert [line for index in range(len(data)) for line in bytewise.feed(data[index : index + 1])] == lines
 
 
+@given(st.lists(st.binary(max_size=20).map(lambda line: line.replace(b"\n", b"")), max_size=20))
+def test_splitter_reads_whole_line_chunks_as_it_reads_them_byte_by_byte(lines: list[bytes]) -> None:
+    # Any bytes, \r and broken UTF-8 included: a chunk of whole lines is decoded in one go, which must give
+    # what decoding line by line (a byte at a time) gives.
+    data = b"".join(line + b"\n" for line in lines)
+    whole = LineSplitter(max_line_bytes=1000)
+    bytewise = LineSplitter(max_line_bytes=1000)
+    expected = [line for index in range(len(data)) for line in bytewise.feed(data[index : index + 1])]
+    assert whole.feed(data) == expected
+    assert len(expected) == len(lines)
+
+
 def _chunks(length: int, cuts: list[int]) -> list[tuple[int, int]]:
     points = sorted({0, length, *(cut for cut in cuts if cut < length)})
     return list(itertools.pairwise(points))
@@ -347,12 +373,16 @@ def test_connect_params_validate_and_name_the_host() -> None:
     defaults = ConnectParams(host="gpu1")
     assert defaults.keepalive_interval_s * (defaults.keepalive_count_max + 1) <= 20
     assert defaults.max_channels == 8
+    # AES-GCM first (one AES-NI call per packet), every other asyncssh default after it.
+    assert defaults.ciphers is not None and defaults.ciphers[0] == "aes128-gcm@openssh.com"
+    assert "chacha20-poly1305@openssh.com" in defaults.ciphers
     for bad in (
         {"host": ""},
         {"port": 0},
         {"connect_timeout_s": 0},
         {"keepalive_count_max": 0},
         {"max_channels": 0},
+        {"ciphers": ()},
     ):
         with pytest.raises(ValueError):
             replace(defaults, **bad)
@@ -376,6 +406,34 @@ async def test_the_connect_cap_is_shared_per_event_loop() -> None:
     assert limiter.locked()
     for _ in held:
         limiter.release()
+
+
+def test_exit_status_reads_a_signal_as_a_shell_does() -> None:
+    assert [shell_exit_status(code) for code in (0, 3, -9, -15, None)] == [0, 3, 137, 143, None]
+
+
+async def test_delivery_ticks_wake_everything_due_together_on_the_grid() -> None:
+    loop = asyncio.get_running_loop()
+    interval = 0.05
+    ticks = DeliveryTicks(interval)
+    woken: list[str] = []
+    registered_at = loop.time()
+    grid = (registered_at // interval + 1) * interval
+
+    def first() -> None:
+        assert loop.time() >= grid
+        # Anything scheduled now runs after every callback of this tick: they all run in one turn.
+        loop.call_soon(woken.append, "next turn")
+        woken.append("first")
+
+    ticks.call_at_next_tick(first)
+    ticks.call_at_next_tick(lambda: woken.append("second"))
+    async with asyncio.timeout(2):
+        while len(woken) < 3:
+            await asyncio.sleep(0.005)
+    assert woken == ["first", "second", "next turn"]
+    assert shared_delivery_ticks(interval) is shared_delivery_ticks(interval)
+    assert shared_delivery_ticks(interval) is not shared_delivery_ticks(0.1)
 
 
 # ---------------------------------------------------------------- streams and run over the in-process server
@@ -414,6 +472,27 @@ async def test_stream_keeps_the_tail_of_stderr(fake_host: FakeHost) -> None:
         assert [line async for line in stream] == []
     assert stream.exit_status == 127
     assert stream.stderr_tail == ": not found\n"
+
+
+@pytest.mark.parametrize("delivery_tick_s", [0.0, 0.05])
+async def test_a_reader_slower_than_the_host_gets_every_line_in_order(
+    fake_host: FakeHost, delivery_tick_s: float
+) -> None:
+    # 2.4 MB of output: more than a stream buffers before it pauses its channel, so the host is held back
+    # by flow control while the reader dawdles, and let go again as it catches up.
+    total = 300_000
+    async with (
+        HostSession(fake_host.params()) as session,
+        open_stream(session, ["count", str(total)], delivery_tick_s=delivery_tick_s) as stream,
+    ):
+        received = 0
+        async for line in stream:
+            assert line == f"{received:07d}"
+            received += 1
+            if received % 50_000 == 0:
+                await asyncio.sleep(0.05)
+    assert received == total
+    assert stream.exit_status == 0
 
 
 async def test_a_stream_must_be_entered_before_iterating(fake_host: FakeHost) -> None:

@@ -59,10 +59,7 @@ _UNITS_MARKER = "idx"
 _PMON_MARKER = "pid"
 _UNKNOWN_VALUES = frozenset({"-", "N/A"})
 _EMPTY_EXTRA: Mapping[str, float | None] = MappingProxyType({})
-# float() reads "nan", "inf", "infinity" (any case) and "1_000", none of which dmon prints, and "N/A" needs
-# its own reading: a row without these characters can take the plain float() path.
-_SLOW_PATH_CHARACTERS = ("n", "N", "_")
-# ... where the only non-finite value left is an overflow ("1e999", or 400 digits).
+# On the plain float() path the only non-finite values left are overflows ("1e999", or 400 digits).
 _INFINITIES = (math.inf, -math.inf)
 # Distinct comment lines (headers, units lines) remembered once read; dmon repeats the same two.
 _MAX_REMEMBERED_COMMENTS = 16
@@ -140,6 +137,7 @@ class _Layout:
     gpu_at: int
     date_at: int | None
     time_at: int | None
+    has_time: bool
     # The numeric cells of a row, in reading order: the GpuSample fields the header has, then the extras.
     numeric_cells: Callable[[Sequence[str]], tuple[str, ...]]
     # The eight GpuSample fields (_SAMPLE_FIELDS order) out of the numeric values with a None appended:
@@ -182,6 +180,7 @@ class _Layout:
             gpu_at=names.index(_GPU_COLUMN),
             date_at=names.index(_DATE_COLUMN) if _DATE_COLUMN in names else None,
             time_at=names.index(_TIME_COLUMN) if _TIME_COLUMN in names else None,
+            has_time=_DATE_COLUMN in names or _TIME_COLUMN in names,
             numeric_cells=_getter(numeric_at),
             sample_fields=operator.itemgetter(
                 *(present.index(field) if field in field_at else unknown for field in _SAMPLE_FIELDS)
@@ -309,6 +308,10 @@ class DmonParser:
 
     def feed(self, line: str) -> GpuSample | None:
         """Read one line of dmon output; a GpuSample for a GPU row, None for anything else."""
+        if line[:1] == "#":
+            # dmon's own header lines start in the first column; a repeated one is known by its text.
+            self._read_comment(line)
+            return None
         tokens = line.split()
         if not tokens:
             return None
@@ -360,17 +363,20 @@ class DmonParser:
         return self._bus_order.setdefault(bus_id, len(self._bus_order))
 
     def _sample(self, layout: _Layout, tokens: list[str], line: str) -> GpuSample | None:
-        gpu = self._gpu_index(tokens[layout.gpu_at])
+        token = tokens[layout.gpu_at]
+        gpu = int(token) if token.isdigit() and token.isascii() else self._gpu_index(token)
         if gpu is None:
             return None
         printed: str | None = None
-        if layout.date_at is not None or layout.time_at is not None:
+        if layout.has_time:
             printed = self._printed_time(layout, tokens)
             if printed is None:
                 return None
         cells = layout.numeric_cells(tokens)
         values: list[float | None]
-        if any(character in line for character in _SLOW_PATH_CHARACTERS):
+        # float() reads "nan", "inf", "infinity" (any case) and "1_000", none of which dmon prints, and
+        # "N/A" needs its own reading: a row without these characters takes the plain float() path.
+        if "n" in line or "N" in line or "_" in line:
             values = [_number(cell) for cell in cells]
         else:
             values = list(map(self._values.__getitem__, cells))

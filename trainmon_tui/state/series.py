@@ -23,10 +23,13 @@ Semantics, per field and bucket:
 Samples must arrive in time order (one asyncio thread feeds the store). A sample older than the newest one is
 stored at the newest time: its value matters more than its exact position.
 
-Cost: an append writes one raw row; aggregation into the first tier runs once per bucket, over the raw rows,
-with C-level ``sum``/``min``/``max`` on array slices; each tier feeds the next when one of its buckets closes.
-Reads pick the coarsest tier that still resolves the requested window and point count, so a read touches at
-most a few hundred buckets.
+Cost: an append queues the row; every :data:`QUEUED_ROWS` rows, and before any read, the queue is written
+as raw rows in one go. A store feeds hundreds of series a row each per second, and writing a row as it
+comes touches a series' rings when they have gone cold, which costs several times the work itself
+(benchmarks/bench_collect.py); written in runs, the rings are warm for all but the first. Aggregation into
+the first tier runs once per bucket, over the raw rows, with C-level ``sum``/``min``/``max`` on array
+slices; each tier feeds the next when one of its buckets closes. Reads pick the coarsest tier that still
+resolves the requested window and point count, so a read touches at most a few hundred buckets.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ _MAX_COUNT = 0xFFFFFFFF
 MAX_FIELDS = 32
 # Distinct presence masks whose newest row a series keeps before folding them into per-field values.
 _MAX_NEWEST_ROWS = 8
+#: Rows a series holds back before writing them all (reads write them first, so none is ever missing).
+QUEUED_ROWS = 8
 
 # Per-field statistics of a set of samples: (count, low, mean, high, last). count == 0 means "no value".
 _Stat = tuple[int, float, float, float, float]
@@ -396,6 +401,7 @@ class TieredSeries:
         "_nones",
         "_pending",
         "_pending_key",
+        "_queue",
         "_raw_capacity",
         "_raw_dropped_t",
         "_raw_start",
@@ -460,17 +466,33 @@ class TieredSeries:
         self._last: list[tuple[int, float, float] | None] = [None] * nfields
         self._bits = tuple(1 << f for f in range(nfields))
         self._nones = (None,) * nfields
+        self._queue: list[tuple[float, tuple[float | None, ...]]] = []
         self._view: SeriesView | None = None
 
     # ----------------------------------------------------------------------------------------------- writing
 
     def append(self, t: float, values: Sequence[float | None]) -> None:
         """Add one sample: one value per field, None where the source did not report it."""
-        nfields = self._nfields
-        if len(values) != nfields:
-            raise ValueError(f"expected {nfields} values, got {len(values)}")
+        if len(values) != self._nfields:
+            raise ValueError(f"expected {self._nfields} values, got {len(values)}")
         if not isfinite(t):
             raise ValueError(f"sample time must be finite, got {t!r}")
+        queue = self._queue
+        # A tuple cannot change while it waits in the queue.
+        queue.append((t, values if type(values) is tuple else tuple(values)))
+        if len(queue) >= QUEUED_ROWS:
+            self._write_queued()
+
+    def _write_queued(self) -> None:
+        """Write the queued rows; every reader calls this first."""
+        queue = self._queue
+        if queue:
+            self._queue = []
+            for t, values in queue:
+                self._write_row(t, values)
+
+    def _write_row(self, t: float, values: tuple[float | None, ...]) -> None:
+        nfields = self._nfields
         t = max(t, self._newest_t)
         key0 = int(t // self._width0)
         if key0 != self._pending_key:
@@ -494,8 +516,7 @@ class TieredSeries:
         newest_rows = self._newest_rows
         if mask not in newest_rows and len(newest_rows) >= _MAX_NEWEST_ROWS:
             self._fold_newest_rows()
-        # Kept by reference; a tuple cannot change under us.
-        newest_rows[mask] = (row, t, values if type(values) is tuple else tuple(values))
+        newest_rows[mask] = (row, t, values)
         raw_t = self._raw_t
         if len(raw_t) < self._raw_capacity:
             raw_t.append(t)
@@ -702,16 +723,19 @@ class TieredSeries:
     @property
     def first_t(self) -> float | None:
         """Time of the first sample ever appended."""
+        self._write_queued()
         return self._first_t
 
     @property
     def newest_t(self) -> float | None:
         """Time of the newest sample (any field)."""
+        self._write_queued()
         return None if self._first_t is None else self._newest_t
 
     @property
     def samples_total(self) -> int:
         """How many samples were appended since the series began."""
+        self._write_queued()
         return self._rows_total
 
     def field_index(self, field: str) -> int:
@@ -723,6 +747,7 @@ class TieredSeries:
     def last(self, field: str) -> tuple[float, float] | None:
         """The newest value of ``field`` and its time (NaN included), or None if it never had a value."""
         f = self.field_index(field)
+        self._write_queued()
         newest = self._last[f]
         for row, t, values in self._newest_rows.values():
             value = values[f]
@@ -742,6 +767,7 @@ class TieredSeries:
     def stats(self, field: str, since: float | None = None, until: float | None = None) -> WindowStats:
         """Count, min, mean, max and last value of ``field`` over ``[since, until]`` (None: no bound)."""
         f = self.field_index(field)
+        self._write_queued()
         window = self._window(since, until)
         if window is None:
             return WindowStats(0, None, None, None, None, 0.0)
@@ -792,6 +818,7 @@ class TieredSeries:
         if max_points < 1:
             raise ValueError("max_points must be >= 1")
         f = self.field_index(field)
+        self._write_queued()
         window = self._window(since, until)
         if window is None:
             return SeriesPoints(field, 0.0, ())
@@ -869,11 +896,13 @@ class TieredSeries:
 
     def nbytes(self) -> int:
         """Bytes held in this series' buffers (the arrays; not the Python object headers)."""
+        self._write_queued()
         raw = sum(len(a) * a.itemsize for a in (self._raw_t, self._raw_v, self._mask))
         return raw + sum(tier.nbytes() for tier in self._tiers)
 
     def buffer_lengths(self) -> tuple[int, ...]:
         """Lengths of every buffer, raw first; constant once the rings are full."""
+        self._write_queued()
         lengths: list[int] = [len(self._raw_t), len(self._raw_v), len(self._mask)]
         for tier in self._tiers:
             lengths.extend(tier.buffer_lengths())
@@ -881,6 +910,7 @@ class TieredSeries:
 
     def tier_widths(self) -> tuple[float, ...]:
         """Current bucket width of each tier (the last one doubles as the run outgrows it)."""
+        self._write_queued()
         return tuple(tier.width for tier in self._tiers)
 
 

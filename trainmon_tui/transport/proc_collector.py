@@ -16,8 +16,16 @@ Every ``interval_s`` a :class:`ProcessCollector` runs, through its :class:`Comma
 
 Between steps 2 and 3, ranks are matched per run by :mod:`trainmon_tui.analysis.ranks` and remembered
 across polls, so a rank that turns defunct keeps its number while ps still lists it; ``store.apply_processes``
-gets the whole listing (command lines cleaned of control sequences and secrets) with every run's
+gets the processes that matter (command lines cleaned of control sequences and secrets) with every run's
 ``pid -> rank``. A rank that disappears is simply no longer in the store's list: that list is the truth.
+
+The processes that matter are those a run's ``process`` pattern matches, those holding GPU memory, those
+whose environment gave a rank or that had a rank at the last poll, the ancestors of all of these, their
+children, and the children of launchers among the ancestors: everything rank matching looks at, and
+everything a report lists. Only their lines are parsed and cleaned (:func:`relevant_ps_lines` picks them with
+one split per line); a busy host lists hundreds of processes every poll, and reading each one fully cost
+more than all the rest of collecting. A process that starts holding GPU memory is added as soon as
+``--query-compute-apps`` names it, from the same listing.
 
 The host going down (:class:`TransportError`) is waited out with ``runner.wait_up()``; the session
 reconnects by itself. A command that fails is logged when its failure starts and when it ends, not per poll.
@@ -27,8 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -37,12 +46,13 @@ from trainmon_tui.analysis.ranks import (
     environ_candidates,
     environ_grep_argv,
     environ_ranks,
+    is_launcher,
     match_ranks,
     parse_environ_grep,
 )
 from trainmon_tui.config import RunConfig
 from trainmon_tui.model import ProcInfo
-from trainmon_tui.parsers.ps import PS_ARGV, parse_ps
+from trainmon_tui.parsers.ps import PS_ARGV, PS_COLUMNS, parse_ps
 from trainmon_tui.parsers.smi_csv import QUERY_APPS_ARGV, QUERY_APPS_FIELDS, parse_compute_apps
 from trainmon_tui.parsers.smi_status import classify_smi_failure
 from trainmon_tui.sanitize import clean_remote_text
@@ -73,6 +83,85 @@ _STDERR_SHOWN_CHARS = 200
 PS_STEP = "ps"
 APPS_STEP = "nvidia-smi --query-compute-apps"
 ENVIRON_STEP = "rank environment"
+
+
+# parse_ps reads a line with this word (and no number) as a header naming the columns of the lines after it.
+_PID_HEADER = "PID"
+_PS_WIDTH = len(PS_COLUMNS)
+_PID_AT = PS_COLUMNS.index("pid")
+_PPID_AT = PS_COLUMNS.index("ppid")
+# As parse_ps: longer digit strings are not pids (and int() refuses very long ones).
+_MAX_PID_DIGITS = 18
+
+
+class PsSelection(NamedTuple):
+    """What :func:`relevant_ps_lines` picked out of a listing."""
+
+    # The lines to parse, in listing order; None when the listing must be parsed whole.
+    text: str | None
+    # Every pid the listing shows.
+    listed: frozenset[int]
+
+
+def _is_pid(token: str) -> bool:
+    return len(token) <= _MAX_PID_DIGITS and token.isascii() and token.isdigit()
+
+
+def relevant_ps_lines(
+    listing: str, patterns: Sequence[re.Pattern[str]], known_pids: Collection[int]
+) -> PsSelection:
+    """The lines of a :data:`PS_ARGV` listing that rank matching and the store need.
+
+    Kept: processes a pattern matches (searched in the command line, as rank matching does), processes in
+    ``known_pids``, the ancestors of both, their children, and the children of launchers among those
+    ancestors. Parsing just these gives the same ranks as parsing everything. A listing with a header line
+    (another ps format) is left to be parsed whole.
+    """
+    lines = listing.splitlines()
+    parent: dict[int, int] = {}
+    at_line: dict[int, int] = {}
+    seeds: list[int] = []
+    for index, line in enumerate(lines):
+        # The loop every listed process goes through: C-level string methods only, no calls of our own.
+        tokens = line.split(None, _PS_WIDTH - 1)
+        if len(tokens) < _PS_WIDTH - 1:
+            if _PID_HEADER in tokens:
+                return PsSelection(None, frozenset(at_line))
+            continue  # too short for a process: parse_ps skips it too
+        pid_text, ppid_text = tokens[_PID_AT], tokens[_PPID_AT]
+        if not (_is_pid(pid_text) and _is_pid(ppid_text)):
+            if _PID_HEADER in tokens:
+                return PsSelection(None, frozenset(at_line))
+            continue
+        pid = int(pid_text)
+        at_line[pid] = index
+        parent[pid] = int(ppid_text)
+        if pid in known_pids:
+            seeds.append(pid)
+        elif patterns:
+            command = tokens[-1].rstrip() if len(tokens) == _PS_WIDTH else ""
+            if any(pattern.search(command) for pattern in patterns):
+                seeds.append(pid)
+    listed = frozenset(at_line)
+    if not seeds:
+        return PsSelection("", listed)
+    kept = set(seeds)
+    ancestors: set[int] = set()
+    for pid in seeds:
+        ancestor = parent.get(pid)
+        while ancestor is not None and ancestor != pid and ancestor in at_line and ancestor not in ancestors:
+            ancestors.add(ancestor)
+            ancestor = parent.get(ancestor)
+    kept |= ancestors
+    # Whose children are kept: the seeds', and those of launchers above them (their other ranks).
+    parents_kept = set(seeds)
+    for pid in ancestors:
+        tokens = lines[at_line[pid]].split(None, _PS_WIDTH - 1)
+        if len(tokens) == _PS_WIDTH and is_launcher(tokens[-1].rstrip()):
+            parents_kept.add(pid)
+    kept.update(pid for pid, ppid in parent.items() if ppid in parents_kept and ppid != pid)
+    chosen = sorted(at_line[pid] for pid in kept)
+    return PsSelection("\n".join(lines[index] for index in chosen), listed)
 
 
 class _Outcome(NamedTuple):
@@ -137,6 +226,11 @@ class ProcessCollector:
         self._command_timeout_s = command_timeout_s
         self._apps_retry_s = apps_retry_s
         self._memories = {run.name: RankMemory() for run in self._runs}
+        self._patterns = tuple(run.process for run in self._runs if run.process is not None)
+        # Ranks of the last poll, every pid of the last listing, and those of it that were stored.
+        self._rank_pids: frozenset[int] = frozenset()
+        self._listed_pids: frozenset[int] = frozenset()
+        self._stored_pids: frozenset[int] = frozenset()
         # pid -> (command line it had when read, rank its environment gave or None).
         self._environ_read: dict[int, tuple[str, int | None]] = {}
         self._gpu_pids: frozenset[int] = frozenset()
@@ -184,15 +278,26 @@ class ProcessCollector:
         if problem is None and ps.result is not None and ps.result.exit_status != 0:
             problem = _failure("ps", ps.result)
         self._report(PS_STEP, problem)
-        if problem is None and ps.result is not None:
-            await self._store_processes(ps.result.stdout, now)
+        listing = ps.result.stdout if problem is None and ps.result is not None else None
+        if listing is not None:
+            await self._store_processes(listing, now)
         # Last: a hanging nvidia-smi (a wedged driver) must not hold the process listing back.
         await self._poll_compute_apps(now)
+        if listing is not None and (self._gpu_pids & self._listed_pids) - self._stored_pids:
+            # A process just started holding GPU memory: it is listed from now on (its environment is read
+            # at the next poll, as for any GPU holder).
+            await self._store_processes(listing, now, read_environ=False)
 
-    async def _store_processes(self, listing: str, now: float) -> None:
-        processes = [process for process in parse_ps(listing) if not _is_own_ps(process)]
-        # GPU holders as of the previous poll: good enough to pick whose environment to read.
-        ranks_from_environ = await self._environ_ranks(processes, self._gpu_pids)
+    async def _store_processes(self, listing: str, now: float, *, read_environ: bool = True) -> None:
+        known = self._gpu_pids | self._environ_read.keys() | self._rank_pids
+        selection = relevant_ps_lines(listing, self._patterns, known)
+        parsed = parse_ps(listing if selection.text is None else selection.text)
+        processes = [process for process in parsed if not _is_own_ps(process)]
+        if read_environ:
+            # GPU holders as of the previous poll: good enough to pick whose environment to read.
+            ranks_from_environ = await self._environ_ranks(processes, self._gpu_pids)
+        else:
+            ranks_from_environ = self._known_environ_ranks()
         rank_of_pid: dict[int, int] = {}
         for run in self._runs:
             fresh = match_ranks(processes, run.process, ranks_from_environ)
@@ -201,6 +306,9 @@ class ProcessCollector:
         self._store.apply_processes(
             self._host, [_cleaned(process) for process in processes], now, rank_of_pid=rank_of_pid
         )
+        self._rank_pids = frozenset(rank_of_pid)
+        self._stored_pids = frozenset(process.pid for process in processes)
+        self._listed_pids = self._stored_pids if selection.text is None else selection.listed
 
     async def _attempt(self, argv: Sequence[str]) -> _Outcome:
         """Run one command: a timeout or refused channel is a problem to report; a down host raises."""
@@ -261,6 +369,9 @@ class ProcessCollector:
                 found = environ_ranks(parse_environ_grep(result.stdout))
                 for pid in unread:
                     self._environ_read[pid] = (by_pid[pid].command, found.get(pid))
+        return self._known_environ_ranks()
+
+    def _known_environ_ranks(self) -> dict[int, int]:
         return {pid: rank for pid, (_, rank) in self._environ_read.items() if rank is not None}
 
     def _report(self, step: str, problem: str | None) -> None:

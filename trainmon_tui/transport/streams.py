@@ -46,7 +46,7 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_STDERR_TAIL_BYTES = 16 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 #: How often, at most, a stream's reader is woken for new lines (0: at once); every stream shares the grid.
-DEFAULT_DELIVERY_TICK_S = 0.1
+DEFAULT_DELIVERY_TICK_S = 0.25
 # A stream pauses its channel once this much output arrived since its reader last caught up.
 _PAUSE_AFTER_BYTES = 1024 * 1024
 # sshd counts a closed session against MaxSessions until the next turn of its main loop, so a channel opened
@@ -439,6 +439,8 @@ class RemoteStream:
             raise RuntimeError("iterate a RemoteStream inside `async with`")
         while not self._lines:
             output.caught_up()
+            if self._lines:
+                break  # letting the host send again delivered what the channel had held back
             if output.closed:
                 self._finish(output)
                 raise StopAsyncIteration
