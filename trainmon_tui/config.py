@@ -22,6 +22,15 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from trainmon_tui.analysis.alerts import AlertKind, Severity
+from trainmon_tui.analysis.health_settings import (
+    DEFAULT_SETTINGS,
+    HealthSettings,
+    PatternRule,
+    PlateauMode,
+    PlateauSpec,
+)
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -115,6 +124,9 @@ class RunConfig:
     metrics: tuple[MetricPattern, ...] = ()
     poll_interval: float = DEFAULT_POLL_INTERVAL_S
     tail_lines: int = DEFAULT_TAIL_LINES
+    # Health rule thresholds, plateau metric, throughput target and user pattern alerts (`health`,
+    # `plateau`, `target_throughput`, `throughput_metric`, `alerts`).
+    health: HealthSettings = DEFAULT_SETTINGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +312,51 @@ class _Flag(_Kind):
         return _SCALARS.construct_yaml_bool(_scalar(node, frozenset({_BOOL}), key, "true or false", ctx))
 
 
+@dataclass(frozen=True, slots=True)
+class _Number(_Kind):
+    """A finite number (whole or decimal) within bounds; ``above`` is exclusive, ``maximum`` inclusive."""
+
+    above: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def convert(self, node: Node, key: str, ctx: _Context) -> float:
+        scalar = _scalar(node, frozenset({_INT, _FLOAT}), key, "a number", ctx)
+        try:
+            if scalar.tag == _INT:
+                value = float(_SCALARS.construct_yaml_int(scalar))
+            else:
+                value = _SCALARS.construct_yaml_float(scalar)
+        except (ValueError, OverflowError):
+            ctx.fail(node, f"`{key}` must be a number, got {_show(str(scalar.value))}")
+        if not math.isfinite(value):
+            ctx.fail(node, f"`{key}` must be a finite number, got {scalar.value}")
+        if self.above is not None and value <= self.above:
+            ctx.fail(node, f"`{key}` must be more than {self.above:g}, got {scalar.value}")
+        if self.minimum is not None and value < self.minimum:
+            ctx.fail(node, f"`{key}` must be {self.minimum:g} or more, got {scalar.value}")
+        if self.maximum is not None and value > self.maximum:
+            ctx.fail(node, f"`{key}` must be {self.maximum:g} or less, got {scalar.value}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice(_Kind):
+    """One word out of a fixed set (a mode, a severity, an alert kind)."""
+
+    choices: tuple[str, ...]
+
+    def convert(self, node: Node, key: str, ctx: _Context) -> str:
+        text = str(_scalar(node, frozenset({_STR}), key, f"one of {', '.join(self.choices)}", ctx).value)
+        if text not in self.choices:
+            suggestion = _closest(text, list(self.choices))
+            did_you_mean = f" (did you mean {_show(suggestion)}?)" if suggestion else ""
+            ctx.fail(
+                node, f"`{key}` must be one of {', '.join(self.choices)}, got {_show(text)}{did_you_mean}"
+            )
+        return text
+
+
 _DISABLED_SPELLINGS: Final = frozenset({"", "none", "null", "no", "off", "false", "ignore", "/dev/null"})
 
 
@@ -329,7 +386,7 @@ class _LocalPath(_Kind):
 
 @dataclass(frozen=True, slots=True)
 class _TextList(_Kind):
-    item: _Text = field(default_factory=_Text)
+    item: _Text | _Choice = field(default_factory=_Text)
 
     def convert(self, node: Node, key: str, ctx: _Context) -> tuple[str, ...]:
         if not isinstance(node, SequenceNode) or node.tag != _SEQ:
@@ -471,6 +528,55 @@ _METRIC_SECTION: Final = _Section(
     ),
 )
 
+_ALERT_KIND_NAMES: Final = tuple(kind.value for kind in AlertKind)
+_PERCENT: Final = _Number(above=0.0, maximum=100.0)
+
+# Health rule thresholds of a run (built-in defaults in trainmon_tui/analysis/health_settings.py).
+_HEALTH_SECTION: Final = _Section(
+    "health",
+    "health",
+    "`health`",
+    (
+        _Field("stall_after", _Seconds(), default=DEFAULT_SETTINGS.stall_min_s),
+        _Field("stall_factor", _Number(above=0.0), default=DEFAULT_SETTINGS.stall_factor),
+        _Field("idle_sm_pct", _Number(minimum=0.0, maximum=100.0), default=DEFAULT_SETTINGS.idle_sm_pct),
+        _Field("idle_after", _Seconds(), default=DEFAULT_SETTINGS.idle_after_s),
+        _Field("busy_sm_pct", _PERCENT, default=DEFAULT_SETTINGS.busy_sm_pct),
+        _Field("duty_window", _Seconds(), default=DEFAULT_SETTINGS.duty_window_s),
+        _Field("straggler_pct", _Number(above=0.0, maximum=99.0), default=DEFAULT_SETTINGS.straggler_pct),
+        _Field("spike_factor", _Number(minimum=1.0), default=DEFAULT_SETTINGS.spike_factor),
+        _Field("spike_sigmas", _Number(above=0.0), default=DEFAULT_SETTINGS.spike_sigmas),
+        _Field("memory_imbalance_pct", _PERCENT, default=DEFAULT_SETTINGS.memory_imbalance_pct),
+        _Field("stale_after", _Seconds(), default=DEFAULT_SETTINGS.stale_after_s),
+        _Field("throughput_window", _Seconds(), default=DEFAULT_SETTINGS.throughput_window_s),
+        _Field("disable", _TextList(_Choice(_ALERT_KIND_NAMES))),
+    ),
+)
+
+_PLATEAU_SECTION: Final = _Section(
+    "plateau",
+    "plateau",
+    "`plateau`",
+    (
+        _Field("metric", _Text(single_word=True), required=True, hint="the metric to watch, e.g. val_loss"),
+        _Field("mode", _Choice(("min", "max")), required=True, hint="min (lower is better) or max"),
+        _Field("window", _Seconds()),
+        _Field("min_delta", _Number(minimum=0.0), default=0.0),
+    ),
+)
+
+_ALERT_SECTION: Final = _Section(
+    "alert",
+    "alert",
+    "an alert",
+    (
+        _Field("name", _Text(single_word=True), required=True),
+        _Field("pattern", _Regex(), required=True),
+        _Field("severity", _Choice(tuple(level.value for level in Severity)), default="warning"),
+        _Field("max_per_epoch", _Integer(minimum=0)),
+    ),
+)
+
 _RUN_SECTION: Final = _Section(
     "run",
     "run",
@@ -484,6 +590,11 @@ _RUN_SECTION: Final = _Section(
         _Field("metrics", _Records(_METRIC_SECTION)),
         _Field("poll_interval", _Seconds(), default=DEFAULT_POLL_INTERVAL_S),
         _Field("tail_lines", _Integer(minimum=0), default=DEFAULT_TAIL_LINES),
+        _Field("target_throughput", _Number(above=0.0)),
+        _Field("throughput_metric", _Text(single_word=True)),
+        _Field("plateau", _Record(_PLATEAU_SECTION)),
+        _Field("alerts", _Records(_ALERT_SECTION)),
+        _Field("health", _Record(_HEALTH_SECTION)),
     ),
 )
 
@@ -503,11 +614,21 @@ _TOP_SECTION: Final = _Section(
     ),
 )
 
-_SECTIONS: Final = (_TOP_SECTION, _DEFAULTS_SECTION, _HOST_SECTION, _RUN_SECTION, _METRIC_SECTION)
+_SECTIONS: Final = (
+    _TOP_SECTION,
+    _DEFAULTS_SECTION,
+    _HOST_SECTION,
+    _RUN_SECTION,
+    _METRIC_SECTION,
+    _HEALTH_SECTION,
+    _PLATEAU_SECTION,
+    _ALERT_SECTION,
+)
 
 
 def known_keys() -> Mapping[str, tuple[str, ...]]:
-    """Every key the schema accepts, by section: "top", "defaults", "host", "run", "metric"."""
+    """Every key the schema accepts, by section: "top", "defaults", "host", "run", "metric", and the run's
+    "health", "plateau" and "alert" (one item of `alerts`)."""
     return MappingProxyType({section.name: section.keys for section in _SECTIONS})
 
 
@@ -717,6 +838,71 @@ def _build_metrics(values: _Values, ctx: _Context) -> tuple[MetricPattern, ...]:
     return tuple(metrics)
 
 
+def _build_alerts(values: _Values, ctx: _Context) -> tuple[PatternRule, ...]:
+    rules: list[PatternRule] = []
+    first_line: dict[str, int] = {}
+    for record in values.get("alerts", tuple) or ():
+        if not isinstance(record, _Values):
+            raise TypeError("alerts schema produced a non-mapping")
+        name = record.need("name", str)
+        if name in first_line:
+            ctx.fail(
+                record.line_of("name"),
+                f"alert name {_show(name)} is used twice (first at line {first_line[name]})",
+            )
+        first_line[name] = record.line_of("name")
+        rules.append(
+            PatternRule(
+                name=name,
+                pattern=record.need("pattern", re.Pattern),
+                severity=Severity(record.need("severity", str)),
+                max_per_epoch=record.get("max_per_epoch", int),
+            )
+        )
+    return tuple(rules)
+
+
+def _build_health(values: _Values, ctx: _Context) -> HealthSettings:
+    """The run's rule settings: `health` thresholds, `plateau`, `target_throughput`, `alerts`."""
+    health = values.get("health", _Values) or _Values(_HEALTH_SECTION, values.line, MappingProxyType({}))
+    plateau_values = values.get("plateau", _Values)
+    plateau = DEFAULT_SETTINGS.plateau
+    if plateau_values is not None:
+        plateau = PlateauSpec(
+            metric=plateau_values.need("metric", str),
+            mode=PlateauMode(plateau_values.need("mode", str)),
+            window_s=plateau_values.get("window", float),
+            min_delta=plateau_values.need("min_delta", float),
+        )
+    target = values.get("target_throughput", float)
+    throughput_metric = values.get("throughput_metric", str)
+    if throughput_metric is not None and target is None:
+        ctx.fail(
+            values.line_of("throughput_metric"),
+            "`throughput_metric` without `target_throughput`: give the target it is compared with",
+        )
+    disabled: tuple[str, ...] = health.get("disable", tuple) or ()
+    return HealthSettings(
+        stall_min_s=health.need("stall_after", float),
+        stall_factor=health.need("stall_factor", float),
+        idle_sm_pct=health.need("idle_sm_pct", float),
+        idle_after_s=health.need("idle_after", float),
+        busy_sm_pct=health.need("busy_sm_pct", float),
+        duty_window_s=health.need("duty_window", float),
+        straggler_pct=health.need("straggler_pct", float),
+        spike_factor=health.need("spike_factor", float),
+        spike_sigmas=health.need("spike_sigmas", float),
+        memory_imbalance_pct=health.need("memory_imbalance_pct", float),
+        stale_after_s=health.need("stale_after", float),
+        target_throughput=target,
+        throughput_metric=throughput_metric,
+        throughput_window_s=health.need("throughput_window", float),
+        plateau=plateau,
+        patterns=_build_alerts(values, ctx),
+        disabled=frozenset(disabled),
+    )
+
+
 def _build_run(values: _Values, hosts: list[HostConfig], ctx: _Context) -> RunConfig:
     name = values.need("name", str)
     where = ctx.child(f"run {_show(name)}")
@@ -751,6 +937,7 @@ def _build_run(values: _Values, hosts: list[HostConfig], ctx: _Context) -> RunCo
         metrics=_build_metrics(values, where),
         poll_interval=values.need("poll_interval", float),
         tail_lines=values.need("tail_lines", int),
+        health=_build_health(values, where),
     )
 
 

@@ -5,6 +5,10 @@ a wall-clock time for the title is passed in. The report is truthful where hand-
 not: GPU utilisation is the last value *and* the mean/min/max over the collection window (one `nvidia-smi`
 reading says little), unknown values are ``null`` / "n/a" and never 0, hosts that are not up come first with
 the reason, the ETA comes with its range, and every rank's progress is shown so the one that lags stands out.
+Health alerts (:mod:`trainmon_tui.analysis.health`, passed in as ``ReportOptions.alerts``) come first in both
+forms. In JSON an alert's ``since`` is an ISO 8601 wall-clock time derived from ``generated_at`` (null when
+the report has no wall-clock time), and ``age_s`` is how many seconds before the snapshot it started, like
+every other ``*_age_s`` in the report; ``resolved_age_s`` is null while the alert is still on.
 All text that came from a host passes through :func:`~trainmon_tui.sanitize.clean_remote_text` again here, so
 a report never carries a control sequence or a credential whatever path the text took into the store.
 """
@@ -15,11 +19,13 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from trainmon_tui.analysis.alerts import Alert
 from trainmon_tui.analysis.eta import Eta, estimate_eta
+from trainmon_tui.analysis.health_rules import duty_cycle
 from trainmon_tui.model import ProcInfo
 from trainmon_tui.sanitize import clean_remote_text
 from trainmon_tui.state.series import WindowStats
@@ -65,6 +71,11 @@ class ReportOptions:
     gpu_stale_s: float = DEFAULT_GPU_STALE_S
     log_silent_s: float = DEFAULT_LOG_SILENT_S
     events_shown: int = DEFAULT_EVENTS_SHOWN
+    # Health verdicts as of the snapshot (HealthMonitor.update), active first, as the monitor orders them.
+    alerts: Sequence[Alert] = ()
+    # Duty cycle: share of the last ``duty_window_s`` seconds a GPU spent at ``busy_sm_pct`` % SM or more.
+    duty_window_s: float = 600.0
+    busy_sm_pct: float = 50.0
 
 
 # ------------------------------------------------------------------------------------------------ values
@@ -188,6 +199,10 @@ def _gpus_json(snapshot: StoreSnapshot, host: HostSnapshot, options: ReportOptio
                 "name": None if latest.name is None else clean_remote_text(latest.name),
                 "sm": sm,
                 "samples": stats.count,
+                # Share (0..1) of the last duty_window_s at >= busy_sm_pct % SM: what a one-off reading hides.
+                "duty_cycle": json_number(
+                    duty_cycle(gpu.history, snapshot.now, options.duty_window_s, options.busy_sm_pct)
+                ),
                 "mem_used_mib": json_number(latest.fb_used_mib),
                 "mem_total_mib": json_number(latest.fb_total_mib),
                 "temp_c": json_number(latest.gpu_temp_c),
@@ -380,12 +395,40 @@ def _hosts_in_order(snapshot: StoreSnapshot) -> list[HostSnapshot]:
     ]
 
 
+def _wall_time(snapshot: StoreSnapshot, options: ReportOptions, t: float) -> str | None:
+    """A store-clock time as ISO 8601 wall-clock time, counted back from ``generated_at``."""
+    if options.generated_at is None:
+        return None
+    return (options.generated_at - timedelta(seconds=round(snapshot.now - t))).isoformat()
+
+
+def _alert_json(snapshot: StoreSnapshot, alert: Alert, options: ReportOptions) -> JsonObject:
+    return {
+        "severity": alert.severity.value,
+        "kind": alert.kind,
+        "host": alert.host,
+        "gpu": alert.gpu,
+        "rank": alert.rank,
+        "run": alert.run,
+        "message": clean_remote_text(alert.message),
+        "since": _wall_time(snapshot, options, alert.since),
+        "age_s": snapshot.now - alert.since,
+        "resolved_age_s": None if alert.resolved_at is None else snapshot.now - alert.resolved_at,
+        "evidence": [clean_remote_text(line) for line in alert.evidence],
+        "log_path": None if alert.log_path is None else clean_remote_text(alert.log_path),
+        "log_line": alert.log_line,
+        "key": alert.key,
+    }
+
+
 def build_report(snapshot: StoreSnapshot, options: ReportOptions | None = None) -> JsonObject:
-    """The report as a JSON-serialisable object: ``{"hosts": [...], "runs": [...]}`` plus the window."""
+    """The report as a JSON-serialisable object: ``{"alerts": [...], "hosts": [...], "runs": [...]}`` plus
+    the window."""
     options = options or ReportOptions()
     return {
         "generated_at": None if options.generated_at is None else options.generated_at.isoformat(),
         "window_s": options.window_s,
+        "alerts": [_alert_json(snapshot, alert, options) for alert in options.alerts],
         "hosts": [_host_json(snapshot, host, options) for host in _hosts_in_order(snapshot)],
         "runs": [_run_json(snapshot, run, options) for run in snapshot.runs.values()],
     }
@@ -505,6 +548,46 @@ def _problems(report: JsonObject, options: ReportOptions) -> list[str]:
                 f"{_code(text)}"
             )
     return problems
+
+
+def _alert_line(alert: JsonObject) -> str:
+    subject = [f"run {alert['run']}"] if alert["run"] is not None else []
+    if alert["host"] is not None:
+        subject.append(f"host {alert['host']}")
+    if alert["gpu"] is not None:
+        subject.append(f"GPU {alert['gpu']}")
+    if alert["rank"] is not None:
+        subject.append(f"rank {alert['rank']}")
+    started = f"since {alert['since']}, " if alert["since"] is not None else ""
+    when = f"{started}{format_duration(alert['age_s'])} ago"
+    if alert["resolved_age_s"] is not None:
+        when += f"; resolved {format_duration(alert['resolved_age_s'])} ago"
+    where = f" ({', '.join(subject)})" if subject else ""
+    message = _shorten(alert["message"], _MARKDOWN_EVENT_CHARS)
+    return f"**{alert['severity'].upper()}** {alert['kind']}{where}: {_code(message)} — {when}"
+
+
+def _alert_items(alert: JsonObject) -> list[str]:
+    """An alert as a list item, its evidence (at most three lines) as items below it."""
+    items = [f"- {_alert_line(alert)}"]
+    items += [f"  - {_code(_shorten(text, _MARKDOWN_EVENT_CHARS))}" for text in alert["evidence"][:3]]
+    return items
+
+
+def _alerts_markdown(alerts: Sequence[JsonObject]) -> list[str]:
+    """Active alerts, most severe first, then the ones resolved recently."""
+    active = [alert for alert in alerts if alert["resolved_age_s"] is None]
+    resolved = [alert for alert in alerts if alert["resolved_age_s"] is not None]
+    lines = ["## Alerts", ""]
+    if not active:
+        lines.append("None active.")
+    for alert in active:
+        lines += _alert_items(alert)
+    if resolved:
+        lines += ["", "Resolved recently:", ""]
+        for alert in resolved:
+            lines += _alert_items(alert)
+    return [*lines, ""]
 
 
 def _host_markdown(host: JsonObject, window: str) -> list[str]:
@@ -672,6 +755,7 @@ def render_markdown(report: JsonObject, options: ReportOptions | None = None) ->
         f"GPU utilisation is the streaming-multiprocessor (SM) busy %, {window}.",
         "",
     ]
+    lines += _alerts_markdown(report.get("alerts", []))
     problems = _problems(report, options)
     lines += ["## Problems", ""]
     lines += [f"- {problem}" for problem in problems] if problems else ["None seen."]

@@ -5,6 +5,10 @@ Exit status: 0 when every host was up at the end, 1 when any was not (down, fail
 on time whatever the hosts do: collection lasts ``seconds``, the report is printed at once, and shutting
 the connections down is bounded. If a connection still has not closed by then, the process exits anyway:
 its SSH connections die with it, and the remote wrapper kills every command we started when they do.
+
+Health alerts: a :class:`~trainmon_tui.analysis.health.HealthMonitor` judges a snapshot every
+:data:`TICK_S` seconds of the window and the final one, so rules that need a history (idle GPUs, stalls,
+loss spikes) see it as it happened; the report lists what it concluded first.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO
 
+from trainmon_tui.analysis.alerts import Alert
+from trainmon_tui.analysis.health import HealthMonitor
 from trainmon_tui.config import Config, ConfigError, load_config
 from trainmon_tui.report import ReportOptions, RunHints, build_report, hosts_not_up, render_markdown
 from trainmon_tui.state.store import Store, StoreSnapshot
@@ -31,6 +37,8 @@ EXIT_OK = 0
 EXIT_HOSTS_NOT_UP = 1
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
+# How often the health monitor is shown a snapshot while collecting.
+TICK_S = 1.0
 _LOG_FORMAT = "trainmon-tui: %(levelname)s %(name)s: %(message)s"
 
 
@@ -42,10 +50,12 @@ class Collected:
     stopped_cleanly: bool
 
 
-def report_options(config: Config, seconds: float, generated_at: datetime | None) -> ReportOptions:
-    """Statistics over the collection window, and what the config knows about each run."""
+def report_options(
+    config: Config, seconds: float, generated_at: datetime | None, alerts: Sequence[Alert] = ()
+) -> ReportOptions:
+    """Statistics over the collection window, what the config knows about each run, and the alerts."""
     hints = {run.name: RunHints(process=run.process, total_steps=run.total_steps) for run in config.runs}
-    return ReportOptions(window_s=seconds, generated_at=generated_at, runs=hints)
+    return ReportOptions(window_s=seconds, generated_at=generated_at, runs=hints, alerts=tuple(alerts))
 
 
 def render(snapshot: StoreSnapshot, options: ReportOptions, output_format: str) -> str:
@@ -60,15 +70,23 @@ async def collect(
     seconds: float,
     *,
     on_snapshot: Callable[[StoreSnapshot], None],
+    on_tick: Callable[[StoreSnapshot], object] | None = None,
+    tick_s: float = TICK_S,
     clock: Callable[[], float] = time.monotonic,
     stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
 ) -> Collected:
-    """Run the fleet for ``seconds``, hand the snapshot to ``on_snapshot`` at once, then stop the fleet."""
+    """Run the fleet for ``seconds`` (showing ``on_tick`` a snapshot every ``tick_s``), hand the final
+    snapshot to ``on_snapshot`` at once, then stop the fleet."""
     store = Store()
     fleet = Fleet(config, store, clock=clock)
     await fleet.start()
     try:
-        await asyncio.sleep(seconds)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            await asyncio.sleep(min(tick_s, left))
+            if on_tick is not None and loop.time() < end:
+                on_tick(store.snapshot(clock()))
         snapshot = store.snapshot(clock())
         on_snapshot(snapshot)
     finally:
@@ -95,14 +113,17 @@ def run_report(
         print(f"trainmon-tui report: {error}", file=err)
         return EXIT_CONFIG_ERROR
     _configure_logging(err)
+    monitor = HealthMonitor(config)
 
     def print_report(snapshot: StoreSnapshot) -> None:
-        options = report_options(config, seconds, datetime.now().astimezone().replace(microsecond=0))
+        alerts = monitor.update(snapshot)
+        generated_at = datetime.now().astimezone().replace(microsecond=0)
+        options = report_options(config, seconds, generated_at, alerts)
         out.write(render(snapshot, options, output_format))
         out.flush()
 
     try:
-        collected = asyncio.run(collect(config, seconds, on_snapshot=print_report))
+        collected = asyncio.run(collect(config, seconds, on_snapshot=print_report, on_tick=monitor.update))
     except KeyboardInterrupt:
         print("trainmon-tui report: interrupted", file=err)
         return EXIT_INTERRUPTED

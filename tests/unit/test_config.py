@@ -245,6 +245,9 @@ def test_example_file_loads_and_documents_every_key() -> None:
             seen[section].setdefault(key_node.value, []).append(key_node.start_mark.line)
             child = {("top", "defaults"): "defaults", ("top", "hosts"): "host", ("top", "runs"): "run"}
             child[("run", "metrics")] = "metric"
+            child.update(
+                {("run", "health"): "health", ("run", "plateau"): "plateau", ("run", "alerts"): "alert"}
+            )
             inner = child.get((section, key_node.value))
             if inner is None:
                 continue

@@ -478,7 +478,9 @@ def test_the_command_exits_at_once_when_stopping_did_not_finish(
     store = Store()
     store.set_host_status("gpu-a", HostState.DOWN, 0.0, "keepalive timeout")
 
-    async def collect(config: Config, seconds: float, *, on_snapshot: Callable[..., None]) -> Collected:
+    async def collect(
+        config: Config, seconds: float, *, on_snapshot: Callable[..., None], **_: object
+    ) -> Collected:
         snapshot = store.snapshot(seconds)
         on_snapshot(snapshot)
         return Collected(snapshot, stopped_cleanly=False)

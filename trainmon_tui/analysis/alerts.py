@@ -8,8 +8,10 @@ is already sanitised (control sequences made inert, secrets masked) by whoever b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 
 
 class Severity(StrEnum):
@@ -44,3 +46,66 @@ class Alert:
     @property
     def active(self) -> bool:
         return self.resolved_at is None
+
+
+class AlertKind(StrEnum):
+    """What an alert is about; the health rules raise these, user patterns raise ``pattern``."""
+
+    STALL = "stall"
+    GPU_IDLE = "gpu_idle"
+    PROCESS_DIED = "process_died"
+    STRAGGLER = "straggler"
+    NAN = "nan"
+    OOM = "oom"
+    NCCL_TIMEOUT = "nccl_timeout"
+    NCCL_ERROR = "nccl_error"
+    TRACEBACK = "traceback"
+    CHILD_FAILED = "child_failed"
+    KILLED = "killed"
+    XID = "xid"
+    LOSS_SPIKE = "loss_spike"
+    PLATEAU = "plateau"
+    THROUGHPUT_LOW = "throughput_low"
+    MEMORY_IMBALANCE = "memory_imbalance"
+    HOST_DOWN = "host_down"
+    HOST_STALE = "host_stale"
+    PATTERN = "pattern"
+
+
+# Why each kind has the severity it has:
+# - critical: the run is failing or its results are lost unless someone acts: it stopped (stall), a rank or a
+#   host is gone (process_died, host_down), or the log says it crashed or broke (oom, nccl_*, traceback,
+#   child_failed, killed, nan, xid - a NaN loss makes every later step worthless).
+# - warning: the run goes on but wastes time or money, or may fail soon: gpu_idle, straggler, loss_spike,
+#   throughput_low, memory_imbalance, host_stale (we cannot see it, which is not yet proof it is down), and
+#   user patterns unless they say otherwise.
+# - info: worth knowing, not acting on at once: plateau (a metric that stopped improving may be the end of
+#   useful training, or only a slow phase).
+DEFAULT_SEVERITY: Mapping[AlertKind, Severity] = MappingProxyType(
+    {
+        AlertKind.STALL: Severity.CRITICAL,
+        AlertKind.GPU_IDLE: Severity.WARNING,
+        AlertKind.PROCESS_DIED: Severity.CRITICAL,
+        AlertKind.STRAGGLER: Severity.WARNING,
+        AlertKind.NAN: Severity.CRITICAL,
+        AlertKind.OOM: Severity.CRITICAL,
+        AlertKind.NCCL_TIMEOUT: Severity.CRITICAL,
+        AlertKind.NCCL_ERROR: Severity.CRITICAL,
+        AlertKind.TRACEBACK: Severity.CRITICAL,
+        AlertKind.CHILD_FAILED: Severity.CRITICAL,
+        AlertKind.KILLED: Severity.CRITICAL,
+        AlertKind.XID: Severity.CRITICAL,
+        AlertKind.LOSS_SPIKE: Severity.WARNING,
+        AlertKind.PLATEAU: Severity.INFO,
+        AlertKind.THROUGHPUT_LOW: Severity.WARNING,
+        AlertKind.MEMORY_IMBALANCE: Severity.WARNING,
+        AlertKind.HOST_DOWN: Severity.CRITICAL,
+        AlertKind.HOST_STALE: Severity.WARNING,
+        AlertKind.PATTERN: Severity.WARNING,
+    }
+)
+
+# Most urgent first: how alert lists are ordered.
+SEVERITY_ORDER: Mapping[Severity, int] = MappingProxyType(
+    {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+)
