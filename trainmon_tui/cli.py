@@ -10,7 +10,23 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainmon-tui",
-        description="Watch training runs on GPU hosts: GPUs, processes, logs, ETA and alerts.",
+        description=(
+            "Watch training runs on GPU hosts: GPUs, processes, logs, ETA and alerts. Without a command it "
+            "opens the dashboard: on the hosts of --hosts FILE, on the simulated cluster with --demo, else "
+            "on this machine."
+        ),
+        epilog=(
+            "The dashboard never logs to the terminal: warnings and errors go to "
+            "$XDG_STATE_HOME/trainmon-tui/dashboard.log (default ~/.local/state/trainmon-tui/dashboard.log). "
+            "Exit status 2: a bad hosts file."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--hosts", metavar="FILE", help="hosts.yaml: the hosts and runs to watch (default: this machine)"
+    )
+    source.add_argument(
+        "--demo", action="store_true", help="open the dashboard on a built-in simulated cluster (no setup)"
     )
     sub = parser.add_subparsers(dest="command")
     parse_log = sub.add_parser("parse-log", help="show what trainmon-tui reads in a training log")
@@ -59,5 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainmon_tui.report_cmd import run_report  # noqa: PLC0415
 
         return run_report(args.hosts, seconds=args.seconds, output_format=args.format)
-    parser.print_help()
-    return 2
+    from trainmon_tui.dashboard_cmd import run_dashboard  # noqa: PLC0415
+
+    return run_dashboard(hosts_file=args.hosts, demo=args.demo)

@@ -1,0 +1,142 @@
+"""The loss chart: a run's metric over time, raw (faint) and smoothed, train and validation, with options.
+
+One chart per dashboard, following the run under the cursor. The options a person changes while watching:
+the metric (``loss`` first, then every other metric the run prints), the time window (10 min, 1 h, all) and
+a logarithmic y axis. The train series is drawn twice: the raw points in a faint colour and TensorBoard's
+debiased EMA (:func:`~trainmon_tui.analysis.smoothing.ema_smooth`) over them; the validation series (the
+metric's ``val_`` twin) is drawn the same way in another colour. The x axis is minutes before the snapshot's
+time, so nothing drawn depends on the wall clock. Gaps and non-finite values are left out of the lines
+(plotext cannot draw them), and on a log axis so are values <= 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from textual_plotext import PlotextPlot
+
+from trainmon_tui.analysis.smoothing import ema_smooth
+from trainmon_tui.report import HEADLINE_METRICS
+from trainmon_tui.state.store import RunSnapshot, StoreSnapshot
+
+#: (label, seconds; None = the whole run).
+WINDOWS: tuple[tuple[str, float | None], ...] = (("10m", 600.0), ("1h", 3600.0), ("all", None))
+SMOOTHING_WEIGHT = 0.8
+MAX_POINTS = 400
+# 256-colour indices, so the chart reads the same in tmux with 256 colours as in a truecolor terminal.
+RAW_TRAIN_COLOUR = 244
+SMOOTH_TRAIN_COLOUR = 39
+RAW_VAL_COLOUR = 137
+SMOOTH_VAL_COLOUR = 208
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One line of the chart: x in minutes before now, y as read (finite only)."""
+
+    label: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+
+
+def chart_metrics(run: RunSnapshot) -> list[str]:
+    """Metrics the chart can show for ``run``: headline ones first, ``val_`` twins folded into theirs."""
+    names = list(dict.fromkeys(name for _, name in run.metrics))
+    trains = [name for name in names if not (name.startswith("val_") and name[4:] in names)]
+    return [name for name in HEADLINE_METRICS if name in trains] + [
+        name for name in trains if name not in HEADLINE_METRICS
+    ]
+
+
+def metric_series(
+    snapshot: StoreSnapshot,
+    run: RunSnapshot,
+    metric: str,
+    window_s: float | None,
+    *,
+    smooth: bool,
+    log_y: bool,
+    max_points: int = MAX_POINTS,
+) -> Series | None:
+    """The series of ``metric`` as the lowest rank (or an unranked line) logged it; None if never logged."""
+    ranks = [rank for rank, name in run.metrics if name == metric]
+    if not ranks:
+        return None
+    rank = min(ranks, key=lambda rank: -1 if rank is None else rank)
+    history = run.metrics[(rank, metric)].history
+    since = None if window_s is None else snapshot.now - window_s
+    points = history.points(metric, since=since, until=snapshot.now, max_points=max_points).points
+    values: list[float | None] = [point.mean for point in points]
+    if smooth:
+        values = ema_smooth(values, SMOOTHING_WEIGHT)
+    xs: list[float] = []
+    ys: list[float] = []
+    for point, value in zip(points, values, strict=True):
+        if value is None or not math.isfinite(value) or (log_y and value <= 0):
+            continue
+        xs.append((point.t - snapshot.now) / 60.0)
+        ys.append(value)
+    label = f"{metric} (ema)" if smooth else metric
+    return Series(label, tuple(xs), tuple(ys))
+
+
+class LossChart(PlotextPlot):
+    """The chart widget; :meth:`show` redraws it from a snapshot and the current options."""
+
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None):
+        super().__init__(name=name, id=id, classes=classes)
+        self.metric: str | None = None
+        self.window_index = 0
+        self.log_y = False
+        self.drawn: list[Series] = []
+
+    @property
+    def window_label(self) -> str:
+        return WINDOWS[self.window_index][0]
+
+    def cycle_window(self) -> None:
+        self.window_index = (self.window_index + 1) % len(WINDOWS)
+
+    def cycle_metric(self, run: RunSnapshot | None) -> None:
+        choices = [] if run is None else chart_metrics(run)
+        if not choices:
+            return
+        position = choices.index(self.metric) if self.metric in choices else -1
+        self.metric = choices[(position + 1) % len(choices)]
+
+    def show(self, snapshot: StoreSnapshot | None, run: RunSnapshot | None) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        self.drawn = []
+        choices = [] if run is None else chart_metrics(run)
+        if self.metric not in choices:
+            self.metric = choices[0] if choices else None
+        if snapshot is None or run is None or self.metric is None:
+            plt.title("no metrics yet")
+            self.border_title = "Chart"
+            self.refresh()
+            return
+        metric = self.metric
+        window_s = WINDOWS[self.window_index][1]
+        val_metric = f"val_{metric}"
+        colours = {
+            (metric, False): RAW_TRAIN_COLOUR,
+            (metric, True): SMOOTH_TRAIN_COLOUR,
+            (val_metric, False): RAW_VAL_COLOUR,
+            (val_metric, True): SMOOTH_VAL_COLOUR,
+        }
+        for (name, smooth), colour in colours.items():
+            series = metric_series(snapshot, run, name, window_s, smooth=smooth, log_y=self.log_y)
+            if series is None or not series.xs:
+                continue
+            self.drawn.append(series)
+            # Only the smoothed lines get a legend entry: four entries would cover the lines at 80 columns.
+            label = series.label if smooth else None
+            plt.plot(list(series.xs), list(series.ys), color=colour, marker="braille", label=label)
+        plt.yscale("log" if self.log_y else "linear")
+        plt.xlabel("minutes ago")
+        scale = " · log y" if self.log_y else ""
+        self.border_title = f"{metric} · {run.name} · {self.window_label}{scale}"
+        self.refresh()
