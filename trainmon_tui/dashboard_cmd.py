@@ -14,17 +14,18 @@ Logging never writes over the TUI: records go to ``$XDG_STATE_HOME/trainmon-tui/
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
+import functools
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from trainmon_tui.analysis.health import HealthMonitor
 from trainmon_tui.config import Config, ConfigError, load_config
+from trainmon_tui.demo import DemoCluster
 from trainmon_tui.report import RunHints
 from trainmon_tui.state.store import Store, StoreSnapshot
 from trainmon_tui.transport.fleet import DEFAULT_STOP_TIMEOUT_S, Fleet
@@ -114,10 +115,17 @@ def dashboard_title(config: Config) -> str:
     return os.path.basename(config.source)
 
 
-async def run_app(config: Config, *, title: str | None = None) -> tuple[int, bool]:
+async def run_app(
+    config: Config, *, title: str | None = None, fleet_factory: Callable[..., Fleet] = Fleet
+) -> tuple[int, bool]:
     """Run the dashboard on ``config`` until the user quits; (exit status, stopped cleanly)."""
-    source = StoreSource(config)
-    app = TrainmonApp(source, title=title or dashboard_title(config), run_hints=run_hints(config))
+    source = StoreSource(config, fleet_factory=fleet_factory)
+    app = TrainmonApp(
+        source,
+        title=title or dashboard_title(config),
+        run_hints=run_hints(config),
+        alerts_provider=HealthMonitor(config),
+    )
     try:
         status = await app.run_async()
     finally:
@@ -127,10 +135,11 @@ async def run_app(config: Config, *, title: str | None = None) -> tuple[int, boo
 
 
 async def run_demo_app() -> tuple[int, bool]:
-    """The dashboard on the built-in simulated cluster (``trainmon_tui.demo.DemoCluster``)."""
-    demo: Any = importlib.import_module("trainmon_tui.demo")
-    async with demo.DemoCluster() as cluster:
-        return await run_app(cluster.config, title="demo")
+    """The dashboard on the built-in simulated cluster: in-process SSH servers on loopback, collected by the
+    same Fleet as real hosts (sessions that ignore the user's ~/.ssh/config and agent)."""
+    async with DemoCluster() as cluster:
+        fleet_factory = functools.partial(Fleet, session_factory=DemoCluster.session_factory)
+        return await run_app(cluster.config, title="demo", fleet_factory=fleet_factory)
 
 
 def run_dashboard(
@@ -143,9 +152,6 @@ def run_dashboard(
     """The whole command: pick the config (demo, hosts file, or this machine), run the app; exit status."""
     err = err or sys.stderr
     if demo:
-        if importlib.util.find_spec("trainmon_tui.demo") is None:
-            print("trainmon-tui: --demo is not available yet: this build has no trainmon_tui.demo", file=err)
-            return EXIT_CONFIG_ERROR
         runner = run_demo_app()
     else:
         if config is None:

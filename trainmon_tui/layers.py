@@ -2,7 +2,8 @@
 
 Kept here (not only in a test) so the rule is written once, and the hygiene test and the docs read one table.
 Layers import downward only: the pure layers use the standard library (config may also use pyyaml), transport
-never imports textual, and ui never imports asyncssh.
+never imports textual, ui never imports asyncssh, and the demo cluster (which plays hosts over SSH) never
+imports textual or the ui.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ FORBIDDEN_IMPORTS: dict[str, tuple[str, ...]] = {
     "trainmon_tui.config": ("asyncssh", "textual", "textual_plotext", "plotext", "pynvml"),
     "trainmon_tui.transport": ("textual", "textual_plotext", "plotext"),
     "trainmon_tui.ui": ("asyncssh",),
+    # The simulated cluster plays hosts over SSH (asyncssh, the transport layer) and never draws anything.
+    "trainmon_tui.demo": ("textual", "textual_plotext", "plotext"),
 }
 
 # Project packages a layer must not import: the layers above it.
@@ -44,4 +47,5 @@ FORBIDDEN_PROJECT_IMPORTS: dict[str, tuple[str, ...]] = {
     "trainmon_tui.state": ("trainmon_tui.transport", "trainmon_tui.ui"),
     "trainmon_tui.config": ("trainmon_tui.transport", "trainmon_tui.ui"),
     "trainmon_tui.transport": ("trainmon_tui.ui",),
+    "trainmon_tui.demo": ("trainmon_tui.ui",),
 }

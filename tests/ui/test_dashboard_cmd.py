@@ -1,9 +1,8 @@
-"""The dashboard's entry points: config errors exit 2 with one file:line line, --demo without the demo module
-says so, the store source delegates to the fleet and reads the store at its clock, logs go to a file."""
+"""The dashboard's entry points: config errors exit 2 with one file:line line, the store source delegates to
+the fleet and reads the store at its clock, logs go to a file."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 from collections.abc import Callable
@@ -48,15 +47,6 @@ def test_cli_options_and_help_name_the_log_file() -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["--demo", "--hosts", "x.yaml"])
     assert "trainmon-tui/dashboard.log" in " ".join(parser.format_help().split())
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("trainmon_tui.demo") is not None, reason="the demo cluster is installed"
-)
-def test_demo_without_the_demo_module_says_so() -> None:
-    err = io.StringIO()
-    assert run_dashboard(demo=True, err=err) == 2
-    assert "--demo is not available" in err.getvalue()
 
 
 class FakeFleet:

@@ -70,3 +70,19 @@ def remote_command_line(argv: Sequence[str]) -> str:
     (128 + N when the command was killed by signal N).
     """
     return f"exec sh -c {shlex.quote(WRAPPER_SCRIPT)} {WRAPPER_NAME} {quote_argv(argv)}"
+
+
+def unwrap_command_line(command_line: str) -> tuple[str, ...] | None:
+    """The argv a :func:`remote_command_line` string runs, or None when the string is not one.
+
+    For servers that stand in for a host (the demo cluster, tests): they receive the exec request as sshd
+    would and must run exactly the argv the client meant, without a shell.
+    """
+    try:
+        words = shlex.split(command_line)
+    except ValueError:
+        return None
+    prefix = ("exec", "sh", "-c", WRAPPER_SCRIPT, WRAPPER_NAME)
+    if len(words) <= len(prefix) or tuple(words[: len(prefix)]) != prefix:
+        return None
+    return tuple(words[len(prefix) :])
