@@ -1,14 +1,17 @@
 """The live state of hosts, GPUs, processes and runs: changed by explicit methods, read as frozen snapshots.
 
 Mutations (``set_host_status``, ``apply_gpu``, ``apply_processes``, ``apply_compute_apps``, ``apply_record``,
-``apply_event``) come from one asyncio thread, so there are no locks; each is O(1) amortised and bumps
-:attr:`Store.version`. Times are passed in ("now", monotonic seconds); nothing here reads a clock.
+``apply_event``, ``append_log_lines``) come from one asyncio thread, so there are no locks; each is O(1)
+amortised and bumps :attr:`Store.version`. Times are passed in ("now", monotonic seconds); nothing here reads
+a clock.
 
 :meth:`Store.snapshot` returns a :class:`StoreSnapshot` made of frozen dataclasses, tuples and read-only
 mappings. It is cheap because it copies no history: it carries the latest values, progress, events and
 statuses, plus :class:`~trainmon_tui.state.series.SeriesView` handles from which a reader pulls points or
-window statistics of the series it actually shows. Each host, GPU, rank and metric keeps the snapshot piece
-built for it and rebuilds it only after it changed, so a snapshot costs in proportion to what changed.
+window statistics of the series it actually shows, and :class:`~trainmon_tui.state.logbook.LogFileView`
+handles on the newest raw lines of each log file. Each host, GPU, rank, metric and log file keeps the
+snapshot piece built for it and rebuilds it only after it changed, so a snapshot costs in proportion to what
+changed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from trainmon_tui.analysis.eta import (
     infer_first_epoch,
 )
 from trainmon_tui.model import ComputeApp, GpuSample, LogEvent, LogRecord, ProcInfo
+from trainmon_tui.state.logbook import DEFAULT_FILES_PER_RUN, DEFAULT_LINES_PER_FILE, LogBook, LogFileView
 from trainmon_tui.state.series import DEFAULT_LAYOUT, SeriesLayout, SeriesView, TieredSeries, WindowStats
 
 # GpuSample fields kept as history. Capacities (fb_total_mib, power_limit_w) do not move during a run: they
@@ -56,6 +60,7 @@ DEFAULT_EVENTS_PER_RUN = 500
 
 _EMPTY_PIDS: Mapping[int, tuple[int, ...]] = MappingProxyType({})
 _EMPTY_RANKS: Mapping[int, int] = MappingProxyType({})
+_NO_LOGS: Mapping[str, tuple[LogFileView, ...]] = MappingProxyType({})
 
 
 class HostState(StrEnum):
@@ -195,6 +200,8 @@ class EventEntry:
     t: float
     host: str
     event: LogEvent
+    # The log file the event's line is in (``event.line`` counts in it); None when the sender did not say.
+    path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +232,12 @@ class StoreSnapshot:
     now: float
     hosts: Mapping[str, HostSnapshot]
     runs: Mapping[str, RunSnapshot]
+    # run -> a frozen view of the newest lines of each of its log files (see trainmon_tui.state.logbook).
+    log_files: Mapping[str, tuple[LogFileView, ...]] = field(default_factory=lambda: _NO_LOGS)
+
+    def logs(self, run: str) -> tuple[LogFileView, ...]:
+        """The run's log files as they were when the snapshot was taken (empty when none was read)."""
+        return self.log_files.get(run, ())
 
 
 # ------------------------------------------------------------------------------------------- internals
@@ -538,6 +551,8 @@ class Store:
         metric_layout: SeriesLayout = DEFAULT_LAYOUT,
         events_per_run: int = DEFAULT_EVENTS_PER_RUN,
         progress_history: int = DEFAULT_WINDOW + 1,
+        log_lines_per_file: int = DEFAULT_LINES_PER_FILE,
+        log_files_per_run: int = DEFAULT_FILES_PER_RUN,
     ):
         if events_per_run < 1 or progress_history < 2:
             raise ValueError("events_per_run must be >= 1 and progress_history >= 2")
@@ -552,6 +567,7 @@ class Store:
         self._progress_history = progress_history
         self._hosts: dict[str, _Host] = {}
         self._runs: dict[str, _Run] = {}
+        self._log_book = LogBook(lines_per_file=log_lines_per_file, files_per_run=log_files_per_run)
         self._version = 0
         self._last_snapshot: StoreSnapshot | None = None
 
@@ -688,11 +704,31 @@ class Store:
         entry.last_line_t = now
         entry.stamp = stamp
 
-    def apply_event(self, run: str, host: str, event: LogEvent, now: float) -> None:
-        """A notable log line (OOM, NCCL timeout, NaN, traceback ...); the oldest fall off a bounded list."""
+    def apply_event(
+        self, run: str, host: str, event: LogEvent, now: float, *, path: str | None = None
+    ) -> None:
+        """A notable log line (OOM, NCCL timeout, NaN, traceback ...) of the log file ``path``; the oldest
+        fall off a bounded list."""
         entry = self._run(run)
-        entry.events.append(EventEntry(now, host, event))
+        entry.events.append(EventEntry(now, host, event, path))
         entry.events_stamp = entry.stamp = self._bump()
+
+    def append_log_lines(
+        self,
+        run: str,
+        host: str,
+        path: str,
+        lines: Sequence[str],
+        now: float,
+        *,
+        first_line: int,
+        ranks: frozenset[int] = frozenset(),
+    ) -> None:
+        """Raw lines of a followed log file, numbered from ``first_line`` (1-based, as the file's parser
+        counts them); ``ranks``: the ranks its lines have named so far. Kept bounded in the log book."""
+        if lines:
+            self._log_book.append(run, host, path, lines, now, first_line=first_line, ranks=ranks)
+            self._version += 1
 
     def set_run_status(self, run: str, host: str, message: str | None, now: float) -> None:
         """Record why some of the run's logs on ``host`` cannot be read (None: all can); the same message
@@ -714,12 +750,14 @@ class Store:
         previous = self._last_snapshot
         if previous is not None and previous.version == self._version:
             if previous.now != now:
-                previous = StoreSnapshot(self._version, now, previous.hosts, previous.runs)
+                previous = StoreSnapshot(
+                    self._version, now, previous.hosts, previous.runs, previous.log_files
+                )
                 self._last_snapshot = previous
             return previous
         hosts = MappingProxyType({name: host.snapshot() for name, host in self._hosts.items()})
         runs = MappingProxyType({name: run.snapshot() for name, run in self._runs.items()})
-        snapshot = StoreSnapshot(self._version, now, hosts, runs)
+        snapshot = StoreSnapshot(self._version, now, hosts, runs, self._log_book.views())
         self._last_snapshot = snapshot
         return snapshot
 

@@ -227,18 +227,20 @@ def tail_exit_reason(exit_status: int | None, stderr_tail: str) -> str:
 
 
 class FileProgress:
-    """How far one file has been read: its parser, the last lines it delivered and how many bytes in all.
+    """How far one file has been read: its parser, the last lines it delivered, and how many lines and bytes.
 
     It outlives the ``tail`` that read it: a restarted ``tail`` (or another host following the same file on a
     shared file system) continues with the same parser and skips what was already delivered.
     """
 
-    __slots__ = ("delivered_bytes", "parser", "recent")
+    __slots__ = ("delivered_bytes", "delivered_lines", "parser", "recent")
 
     def __init__(self, parser: LogParser) -> None:
         self.parser = parser
         self.recent: deque[str] = deque(maxlen=ANCHOR_LINES)
         self.delivered_bytes = 0
+        # The parser's line count: the number of the next line is one more (the log book numbers lines so).
+        self.delivered_lines = 0
 
 
 class FileClaims:
@@ -601,7 +603,7 @@ class LogCollector:
         """The file is gone from the listing (or another host reads it now): stop counting it as ours."""
         followed = self._files.pop(path)
         records, events = followed.progress.parser.finish()
-        self._apply(records, events)
+        self._apply(path, records, events)
         self._claims.release(self._host, followed.listed.identity)
 
     # ------------------------------------------------------------------------------------------ streams
@@ -679,25 +681,38 @@ class LogCollector:
             del group.skippers[path]
         self._deliver_new(path, new)
 
-    def _deliver_new(self, path: str, lines: Iterable[str]) -> None:
+    def _deliver_new(self, path: str, lines: Sequence[str]) -> None:
         followed = self._files.get(path)
-        if followed is None:
+        if followed is None or not lines:
             return
         progress = followed.progress
+        first_line = progress.delivered_lines + 1
         for line in lines:
             progress.recent.append(line)
             progress.delivered_bytes += len(line.encode("utf-8", errors="replace")) + 1
             records, events = progress.parser.feed(line)
             if records or events:
-                self._apply(records, events)
+                self._apply(path, records, events)
+        progress.delivered_lines += len(lines)
+        # Raw, so following stays cheap; the log book cleans on read. Same call, so no snapshot sees an event
+        # whose line is not in the book yet.
+        self._store.append_log_lines(
+            self._run.name,
+            self._host,
+            path,
+            lines,
+            self._clock(),
+            first_line=first_line,
+            ranks=progress.parser.ranks,
+        )
 
-    def _apply(self, records: Iterable[LogRecord], events: Iterable[LogEvent]) -> None:
+    def _apply(self, path: str, records: Iterable[LogRecord], events: Iterable[LogEvent]) -> None:
         now = self._clock()
         store, run, host = self._store, self._run.name, self._host
         for record in records:
             store.apply_record(run, host, record, now)
         for event in events:
-            store.apply_event(run, host, event, now)
+            store.apply_event(run, host, event, now, path=path)
 
     # ------------------------------------------------------------------------------------------- status
 
