@@ -224,6 +224,14 @@ def _host_json(snapshot: StoreSnapshot, host: HostSnapshot, options: ReportOptio
         # Why the GPUs cannot be read at all (nvidia-smi missing or failing, no driver); null when they can.
         "gpu_error": None if host.gpu_status is None else clean_remote_text(host.gpu_status.reason),
         "gpu_error_age_s": None if host.gpu_status is None else snapshot.now - host.gpu_status.since,
+        "problems": [
+            {
+                "source": source,
+                "message": clean_remote_text(problem.message),
+                "age_s": snapshot.now - problem.since,
+            }
+            for source, problem in sorted(host.problems.items())
+        ],
         "last_data_age_s": None if host.last_data_t is None else snapshot.now - host.last_data_t,
         "gpus": _gpus_json(snapshot, host, options),
         "processes": _processes_json(host, options.runs),
@@ -514,6 +522,11 @@ def _problems(report: JsonObject, options: ReportOptions) -> list[str]:
             duration = format_duration(host["gpu_error_age_s"])
             problems.append(
                 f"host **{host['name']}**: GPUs cannot be read: {_code(host['gpu_error'])} (for {duration})"
+            )
+        for problem in host["problems"]:
+            duration = format_duration(problem["age_s"])
+            problems.append(
+                f"host **{host['name']}**: {problem['source']}: {_code(problem['message'])} (for {duration})"
             )
         stale = [gpu for gpu in host["gpus"] if gpu["stale"]]
         if stale:

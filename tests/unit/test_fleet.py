@@ -257,6 +257,52 @@ async def test_a_crashing_collector_is_logged_and_restarted_without_touching_the
     assert "3 in a row" in crash_logs[2].getMessage()
 
 
+async def test_a_crashed_collector_shows_on_its_host_until_it_runs_for_a_healthy_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    FakeSession.made = []
+    attempts: list[int] = []
+    monkeypatch.setattr("trainmon_tui.transport.fleet.HEALTHY_RUN_S", 0.2)
+
+    def plan(context: HostPlanContext) -> list[CollectorSpec]:
+        if context.host.name != "gpu-a":
+            return []
+        return [CollectorSpec("flaky", lambda: Flaky(attempts, failures=2))]
+
+    store = Store()
+    fleet = Fleet(
+        config(),
+        store,
+        plan=plan,
+        session_factory=FakeSession,
+        restart_delay_s=0.01,
+        max_restart_delay_s=0.02,
+    )
+    await fleet.start()
+    try:
+        await wait_for(lambda: len(attempts) == 3)
+        problem = store.snapshot(1.0).hosts["gpu-a"].problems["flaky collector"]
+        assert problem.message == "failed: RuntimeError: parser bug; restarting in 0 s"
+        # The third run does not fail: once it has lasted a healthy while, the problem is gone.
+        await wait_for(lambda: "flaky collector" not in store.snapshot(1.0).hosts["gpu-a"].problems)
+        assert len(attempts) == 3
+    finally:
+        assert await fleet.stop() is True
+
+
+async def test_host_problems_keep_their_start_and_clear_when_fixed() -> None:
+    store = Store()
+    store.set_host_problem("a", "ps", "ps failed: exit 1", 10.0)
+    version = store.version
+    store.set_host_problem("a", "ps", "ps failed: exit 1", 11.0)
+    assert store.version == version  # the same news again is not news
+    store.set_host_problem("a", "ps", "no answer in 15 s", 12.0)
+    problem = store.snapshot(13.0).hosts["a"].problems["ps"]
+    assert (problem.message, problem.since) == ("no answer in 15 s", 10.0)
+    store.set_host_problem("a", "ps", None, 14.0)
+    assert dict(store.snapshot(15.0).hosts["a"].problems) == {}
+
+
 async def test_restart_delay_grows_while_a_collector_keeps_failing() -> None:
     FakeSession.made = []
     attempts: list[int] = []

@@ -408,6 +408,24 @@ def test_a_host_whose_gpus_cannot_be_read_says_why() -> None:
     assert "### gpu-a (up)\n\nGPUs cannot be read: `driver not loaded`." in markdown
 
 
+def test_what_does_not_work_on_an_up_host_is_listed_with_its_source() -> None:
+    store = Store()
+    store.set_host_status("gpu-a", HostState.UP, 0.0)
+    store.set_host_problem("gpu-a", "ps", "ps: exit status 1: \x1b[2Jerror: garbage option", 40.0)
+    store.set_host_problem("gpu-a", "log llama collector", "failed: ValueError: bad; restarting in 2 s", 70.0)
+    report = build_report(store.snapshot(NOW))
+    assert report["hosts"][0]["problems"] == [
+        {
+            "source": "log llama collector",
+            "message": "failed: ValueError: bad; restarting in 2 s",
+            "age_s": 30.0,
+        },
+        {"source": "ps", "message": "ps: exit status 1: error: garbage option", "age_s": 60.0},
+    ]
+    markdown = render_markdown(report)
+    assert "- host **gpu-a**: ps: `ps: exit status 1: error: garbage option` (for 1m 00s)" in markdown
+
+
 def test_logs_that_cannot_be_read_are_named_per_host() -> None:
     store = Store()
     store.set_run_status("llama", "gpu-b", "no such file: /runs/llama/rank*.log", 70.0)

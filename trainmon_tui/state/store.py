@@ -88,6 +88,18 @@ class GpuStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class HostProblem:
+    """Something on a host that does not work while the connection does ("ps failed: ...", a collector that
+    crashed and is being restarted) and since when; gone from the snapshot once it works again."""
+
+    message: str
+    since: float
+
+
+_NO_HOST_PROBLEMS: Mapping[str, HostProblem] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class LogStatus:
     """Why some of a run's logs on one host cannot be read ("no such file: ...") and since when."""
 
@@ -139,6 +151,8 @@ class HostSnapshot:
     last_data_t: float | None
     # Set while the host's GPUs cannot be read at all (no driver, nvidia-smi missing, no devices ...).
     gpu_status: GpuStatus | None = None
+    # What else does not work on the host, by what reports it ("ps", "processes collector" ...).
+    problems: Mapping[str, HostProblem] = field(default_factory=lambda: _NO_HOST_PROBLEMS)
 
     def gpu(self, index: int) -> GpuSnapshot | None:
         for gpu in self.gpus:
@@ -267,6 +281,7 @@ class _Host:
         "gpus",
         "last_data_t",
         "name",
+        "problems",
         "processes",
         "processes_t",
         "rank_of_pid",
@@ -285,6 +300,7 @@ class _Host:
         self.rank_of_pid: Mapping[int, int] = _EMPTY_RANKS
         self.last_data_t: float | None = None
         self.gpu_status: GpuStatus | None = None
+        self.problems: Mapping[str, HostProblem] = _NO_HOST_PROBLEMS
         self.stamp = 0
         self.cached: HostSnapshot | None = None
         self.cached_stamp = -1
@@ -312,6 +328,7 @@ class _Host:
                 self.rank_of_pid,
                 self.last_data_t,
                 self.gpu_status,
+                self.problems,
             )
             self.cached_stamp = self.stamp
         return self.cached
@@ -622,6 +639,21 @@ class Store:
         if (current.reason if current is not None else None) == reason:
             return
         entry.gpu_status = None if reason is None else GpuStatus(reason, now)
+        entry.stamp = self._bump()
+
+    def set_host_problem(self, host: str, source: str, message: str | None, now: float) -> None:
+        """Record what ``source`` on ``host`` cannot do (None: it works again); the same message again is not
+        news, a new message keeps the problem's ``since``."""
+        entry = self._host(host, now)
+        current = entry.problems.get(source)
+        if (current.message if current is not None else None) == message:
+            return
+        problems = dict(entry.problems)
+        if message is None:
+            del problems[source]
+        else:
+            problems[source] = HostProblem(message, current.since if current is not None else now)
+        entry.problems = MappingProxyType(problems) if problems else _NO_HOST_PROBLEMS
         entry.stamp = self._bump()
 
     def apply_gpu(self, host: str, sample: GpuSample, now: float) -> None:

@@ -351,11 +351,15 @@ class Fleet:
 
     async def _keep_running(self, host: str, spec: CollectorSpec) -> None:
         record = _CrashRecord()
+        problem_source = f"{spec.name} collector"
         while True:
             started = self._clock()
             failure: Exception | None = None
             try:
-                await spec.make().run()
+                if record.count:
+                    await self._run_restarted(host, problem_source, spec)
+                else:
+                    await spec.make().run()
             except Exception as error:
                 failure = error
             ran_s = self._clock() - started
@@ -366,7 +370,28 @@ class Fleet:
             self.crashes[key] = self.crashes.get(key, 0) + 1
             delay = min(self._restart_delay_s * 2 ** min(record.count - 1, 30), self._max_restart_delay_s)
             self._report_crash(host, spec.name, failure, record, delay)
+            what = "stopped by itself" if failure is None else f"failed: {type(failure).__name__}: {failure}"
+            self.store.set_host_problem(
+                host,
+                problem_source,
+                clean_remote_text(f"{what}; restarting in {delay:.0f} s"),
+                self._clock(),
+            )
             await asyncio.sleep(delay)
+
+    async def _run_restarted(self, host: str, problem_source: str, spec: CollectorSpec) -> None:
+        """Run a collector that crashed before; its problem is cleared once it has run for a healthy while."""
+        collector = asyncio.ensure_future(spec.make().run())
+        try:
+            done, _ = await asyncio.wait({collector}, timeout=HEALTHY_RUN_S)
+            if not done:
+                self.store.set_host_problem(host, problem_source, None, self._clock())
+            await collector
+        finally:
+            if not collector.done():
+                collector.cancel()
+                # Wait for it to close its channels, as a collector cancelled directly would.
+                await asyncio.wait({collector})
 
     @staticmethod
     def _report_crash(

@@ -379,6 +379,7 @@ class ProcessCollector:
         previous = self._problems.get(step)
         if problem == previous:
             return
+        self._store.set_host_problem(self._host, step, problem, self._clock())
         if problem is None:
             del self._problems[step]
             _log.info("%s: %s works again", self._host, step)
