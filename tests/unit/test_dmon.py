@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -340,6 +341,39 @@ def test_inventory_fills_what_dmon_does_not_print() -> None:
     parser.set_inventory({0: GpuSample(gpu=0, power_limit_w=250.0)})
     again = parser.feed(lines[2])
     assert again is not None and (again.power_limit_w, again.uuid, again.power_w) == (250.0, None, 294)
+
+
+def test_every_field_of_a_row_lands_in_its_own_place() -> None:
+    # The parser builds samples positionally (for speed): each field is checked here by name.
+    line = read("dmon_s_pucm_blackwell_4gpu_driver595.txt").splitlines()
+    parser = DmonParser(inventory=_blackwell_inventory())
+    sample = next(sample for text in line if (sample := parser.feed(text)) is not None)
+    assert dataclasses.asdict(sample) == {
+        "gpu": 0,
+        "sm_pct": 98.0,
+        "mem_util_pct": 57.0,
+        "fb_used_mib": 90538.0,
+        "fb_total_mib": 97887,
+        "power_w": 294.0,
+        "power_limit_w": 300.0,
+        "gpu_temp_c": 81.0,
+        "mem_temp_c": None,
+        "sm_clock_mhz": 1897.0,
+        "mem_clock_mhz": 13365.0,
+        "uuid": _UUID0,
+        "name": "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition",
+        "printed_time": None,
+        "extra": {"enc": 0.0, "dec": 0.0, "jpg": 0.0, "ofa": 0.0, "bar1": 4.0, "ccpm": 0.0},
+    }
+    # The extras read as a plain mapping: keys in column order, values, membership, equality.
+    assert list(sample.extra) == ["enc", "dec", "jpg", "ofa", "bar1", "ccpm"]
+    assert (sample.extra["bar1"], "ccpm" in sample.extra, "fb" in sample.extra, len(sample.extra)) == (
+        4.0,
+        True,
+        False,
+        6,
+    )
+    assert sample.extra == {"enc": 0.0, "dec": 0.0, "jpg": 0.0, "ofa": 0.0, "bar1": 4.0, "ccpm": 0.0}
 
 
 def test_headers_printed_again_are_read_the_same_way() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -248,6 +248,54 @@ class _Comment:
         return cls(False, None, _UNITS_MARKER in names, edges)
 
 
+class _RowExtras(Mapping[str, float | None]):
+    """A row's columns beyond the GpuSample fields, as a read-only mapping built on first use.
+
+    Every row has them, few readers ever look (the store keeps the GpuSample fields only), and a dict per
+    row of a wide ``-s`` selection cost more than the rest of the row's parsing.
+    """
+
+    __slots__ = ("_at", "_mapping", "_names", "_values")
+
+    def __init__(self, names: tuple[str, ...], values: list[float | None], at: int) -> None:
+        # ``values`` belongs to this row alone; the parser only appends after the extras' slots.
+        self._names = names
+        self._values = values
+        self._at = at
+        self._mapping: dict[str, float | None] | None = None
+
+    def _read(self) -> dict[str, float | None]:
+        mapping = self._mapping
+        if mapping is None:
+            at = self._at
+            mapping = self._mapping = dict(
+                zip(self._names, self._values[at : at + len(self._names)], strict=True)
+            )
+        return mapping
+
+    def __getitem__(self, name: str) -> float | None:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._read() == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._read())
+
+
 class DmonParser:
     """Streaming `nvidia-smi dmon` reader: feed it lines, get a GpuSample for each GPU row.
 
@@ -383,30 +431,14 @@ class DmonParser:
             if _INFINITIES[0] in values or _INFINITIES[1] in values:
                 return None
         extra_names = layout.extra_names
-        extra = (
-            MappingProxyType(dict(zip(extra_names, values[layout.extras_from :], strict=True)))
-            if extra_names
-            else _EMPTY_EXTRA
-        )
+        extra = _RowExtras(extra_names, values, layout.extras_from) if extra_names else _EMPTY_EXTRA
         values.append(None)
         sm, mem, fb, pwr, gtemp, mtemp, pclk, mclk = layout.sample_fields(values)
         fb_total, power_limit, uuid, name = self._inventory.get(gpu, _NOT_KNOWN)
+        # Positional: keywords cost half of the whole construction, and this runs for every GPU every second.
+        # The order is GpuSample's field order (tests/unit/test_dmon.py checks every field by name).
         return GpuSample(
-            gpu=gpu,
-            sm_pct=sm,
-            mem_util_pct=mem,
-            fb_used_mib=fb,
-            fb_total_mib=fb_total,
-            power_w=pwr,
-            power_limit_w=power_limit,
-            gpu_temp_c=gtemp,
-            mem_temp_c=mtemp,
-            sm_clock_mhz=pclk,
-            mem_clock_mhz=mclk,
-            uuid=uuid,
-            name=name,
-            printed_time=printed,
-            extra=extra,
+            gpu, sm, mem, fb, fb_total, pwr, power_limit, gtemp, mtemp, pclk, mclk, uuid, name, printed, extra
         )
 
     @staticmethod
