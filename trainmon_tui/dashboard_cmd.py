@@ -5,7 +5,9 @@ never import each other. It loads the hosts file (a mistake is one ``file:line: 
 exit status 2), or watches this machine when there is none, or starts the simulated demo cluster; it builds
 a :class:`StoreSource` (a :class:`~trainmon_tui.state.store.Store` fed by a
 :class:`~trainmon_tui.transport.fleet.Fleet`) and runs :class:`~trainmon_tui.ui.app.TrainmonApp` on it in
-the same event loop.
+the same event loop, with a :class:`~trainmon_tui.analysis.health.HealthMonitor` judging each snapshot for the
+alerts panel (merged with the log events it no longer counts, see
+:class:`~trainmon_tui.ui.widgets.alert_rows.PanelAlerts`).
 
 Logging never writes over the TUI: records go to ``$XDG_STATE_HOME/trainmon-tui/dashboard.log`` (default
 ``~/.local/state/trainmon-tui/dashboard.log``), or nowhere if that file cannot be opened.
@@ -30,6 +32,7 @@ from trainmon_tui.report import RunHints
 from trainmon_tui.state.store import Store, StoreSnapshot
 from trainmon_tui.transport.fleet import DEFAULT_STOP_TIMEOUT_S, Fleet
 from trainmon_tui.ui.app import TrainmonApp
+from trainmon_tui.ui.widgets.alert_rows import PanelAlerts
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 2
@@ -124,7 +127,7 @@ async def run_app(
         source,
         title=title or dashboard_title(config),
         run_hints=run_hints(config),
-        alerts_provider=HealthMonitor(config),
+        alerts_provider=PanelAlerts(HealthMonitor(config)),
     )
     try:
         status = await app.run_async()

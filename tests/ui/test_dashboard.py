@@ -126,26 +126,48 @@ async def test_runs_show_progress_eta_range_and_the_lagging_rank() -> None:
         lagging = run.rank(sc.LAGGING_RANK)
         assert lagging is not None and lagging.progress.step is not None
         leader_step = max(rank.progress.step or 0 for rank in run.ranks)
+        # Each run: headline, metrics, a summary of its ranks and a row for each rank that lags (llama's
+        # rank 5, 54 steps behind at 1 step/s); vit-base's ranks are level.
+        assert runs.row_keys == (
+            ("run", sc.LLAMA),
+            ("metrics", sc.LLAMA),
+            ("summary", sc.LLAMA),
+            ("rank", sc.LLAMA, sc.LAGGING_RANK),
+            ("run", sc.VIT),
+            ("metrics", sc.VIT),
+            ("summary", sc.VIT),
+        )
+        assert row_of(runs, ("summary", sc.LLAMA)).rstrip() == "    8 ranks · 1 behind  (→ all)"
+        assert row_of(runs, ("summary", sc.VIT)).rstrip() == "    7 ranks · level  (→ all)"
         headline = row_of(runs, ("run", sc.LLAMA))
         assert f"{lagging.progress.step}/{sc.LLAMA_TOTAL_STEPS}" in headline
         eta = run.eta
         assert eta.eta_s is not None and eta.eta_low_s is not None and eta.eta_high_s is not None
-
-        def clock(seconds: float) -> str:
-            return datetime.fromtimestamp(sc.WALL_AT_END + seconds, UTC).strftime("%H:%M")
-
-        expected = f"ETA {clock(eta.eta_s)} ({clock(eta.eta_low_s)}-{clock(eta.eta_high_s)})"
-        assert expected in headline
+        finish = datetime.fromtimestamp(sc.WALL_AT_END + eta.eta_s, UTC).strftime("%H:%M")
+        # Every step took one second but some: the range reaches later, not earlier; in whole minutes.
+        assert eta.eta_s - eta.eta_low_s < 0.5 and 90 <= eta.eta_high_s - eta.eta_s < 5400
+        later = round((eta.eta_high_s - eta.eta_s) / 60)
+        assert f"ETA {finish} (+{later}m)  in " in headline
         assert "step/s" in headline
         lag_row = row_of(runs, ("rank", sc.LLAMA, sc.LAGGING_RANK))
         assert f"-{leader_step - lagging.progress.step} lags" in lag_row
-        assert "lags" not in row_of(runs, ("rank", sc.LLAMA, 0))
         metrics = row_of(runs, ("metrics", sc.LLAMA))
         assert f"loss {run.metric('loss', 0).last:.4g}" in metrics  # type: ignore[union-attr]
         assert "val_loss" in metrics
+        # Right arrow on a run shows every rank of it; left arrow folds it back.
+        await pilot.press("2", "end", "up", "up", "right")
+        assert runs.row_keys[4:] == (
+            ("run", sc.VIT),
+            ("metrics", sc.VIT),
+            *(("rank", sc.VIT, rank) for rank in range(sc.VIT_RANKS)),
+        )
+        assert "lags" not in row_of(runs, ("rank", sc.VIT, 1))
         vit_rank = row_of(runs, ("rank", sc.VIT, 0))
         progress = scenario.store.snapshot(sc.T_END).runs[sc.VIT].ranks[0].progress
         assert f"ep{progress.epoch:.0f} {progress.batch}/{sc.VIT_BATCHES_PER_EPOCH}" in vit_rank
+        await pilot.press("left")
+        assert runs.row_keys[4:] == (("run", sc.VIT), ("metrics", sc.VIT), ("summary", sc.VIT))
+        assert cursor(runs) == ("run", sc.VIT)
 
 
 async def test_alerts_list_events_and_the_down_host_most_urgent_first() -> None:
@@ -210,9 +232,15 @@ async def test_enter_drills_down_to_host_rank_merged_log_and_alert_line(
         # The drill-down screen received the latest snapshot as soon as it was on top.
         assert isinstance(app.screen, RecordingScreen) and app.screen.shown == [app.latest_snapshot]
         await app.pop_screen()
-        await pilot.press("2")  # runs panel: run row, metrics row, then ranks
+        await pilot.press("2")  # runs panel: run row, metrics row, summary, then the lagging rank
         await pilot.press("j", "j", "j", "enter")
-        expected_rank = {"run": sc.LLAMA, "host": sc.UP_HOST, "rank": 1, "path": None, "line": None}
+        expected_rank = {
+            "run": sc.LLAMA,
+            "host": sc.UP_HOST,
+            "rank": sc.LAGGING_RANK,
+            "path": None,
+            "line": None,
+        }
         assert recorded_drilldowns.pop() == ("log", (), expected_rank)
         await app.pop_screen()
         await pilot.press("m")
@@ -349,11 +377,14 @@ async def test_chart_draws_train_and_val_and_follows_the_options() -> None:
             "val_loss (ema)",
         ]
         raw = chart.drawn[0]
-        # 10 minutes of one value every 10 s: 61 points, x in minutes before now.
-        assert len(raw.xs) == 61 and raw.xs[0] == -10.0 and raw.xs[-1] == 0.0
+        # 10 minutes of one value every 10 s: 61 points, x in seconds before now, labelled in minutes.
+        assert len(raw.xs) == 61 and raw.xs[0] == -600.0 and raw.xs[-1] == 0.0
+        assert chart.x_labels == ["10m ago", "8m ago", "6m ago", "4m ago", "2m ago", "now"]
         assert chart.border_title == "loss · llama-7b · 10m"
         await pilot.press("w")
         assert chart.window_label == "1h" and len(chart.drawn[0].xs) == 181
+        # The scenario holds 30 minutes: the axis spans what is drawn, not the window.
+        assert chart.x_labels == ["30m ago", "20m ago", "10m ago", "now"]
         await pilot.press("y")
         assert chart.log_y and chart.border_title == "loss · llama-7b · 1h · log y"
         await pilot.press("n")

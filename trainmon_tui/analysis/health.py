@@ -16,7 +16,8 @@ severities in :data:`~trainmon_tui.analysis.alerts.DEFAULT_SEVERITY`):
   Shorter dips are not alerts; :func:`~trainmon_tui.analysis.health_rules.duty_cycle` tells the story instead.
 * ``process_died``: a rank process seen earlier is gone or defunct while other ranks of its run live on
   (confirmed after :data:`DEATH_CONFIRM_S`, so ranks exiting one after the other at the end are no alert).
-* ``straggler``: a rank progressing >= 20 % slower than the run's median rank.
+* ``straggler``: a rank progressing >= 20 % slower than the run's median rank, for at least
+  :data:`STRAGGLER_CONFIRM_S` (``since``: when it was first seen so).
 * ``nan``, ``oom``, ``nccl_timeout``, ``nccl_error``, ``traceback``, ``child_failed``, ``killed``, ``xid``:
   log events, on the host and rank that printed them, until that rank makes progress again.
 * ``loss_spike``: a loss value well above its smoothed trend (until it is back under the line).
@@ -24,8 +25,12 @@ severities in :data:`~trainmon_tui.analysis.alerts.DEFAULT_SEVERITY`):
 * ``throughput_low``: the run's median rate below its ``target_throughput``.
 * ``memory_imbalance``: GPU memory of a run's ranks more than 20 % apart.
 * ``host_down`` / ``host_stale``: a host that is down, or up but silent (or whose GPUs cannot be read).
-* ``pattern``: user rules over log lines (:mod:`~trainmon_tui.analysis.health_patterns`), fed through
-  :meth:`HealthMonitor.observe_line`.
+* ``pattern``: user rules over log lines (:mod:`~trainmon_tui.analysis.health_patterns`). The monitor reads
+  the lines itself from each snapshot's log book (``snapshot.logs(run)``), remembering per file where it
+  stopped, so the dashboard and ``report`` need do nothing; :meth:`HealthMonitor.observe_line` is for a
+  caller that has lines but no log book. Lines a file already held when the monitor first saw it (the
+  ``tail -n`` backlog) count for rules without a limit, but not towards a per-epoch count: which epoch
+  they were printed in is not known.
 
 Every text in an alert goes through :func:`~trainmon_tui.sanitize.clean_remote_text`.
 """
@@ -66,6 +71,7 @@ from trainmon_tui.state.store import (
     HostSnapshot,
     HostState,
     MetricSnapshot,
+    RankSnapshot,
     RunSnapshot,
     StoreSnapshot,
 )
@@ -77,6 +83,9 @@ if TYPE_CHECKING:
 DEFAULT_RESOLVED_KEEP_S = 600.0
 #: A rank death counts only if other ranks of the run still live this long after it.
 DEATH_CONFIRM_S = 30.0
+#: A rank is called a straggler only once it has been that much slower for this long: rates measured over
+#: a replayed backlog or a rank's first minute swing widely and settle within seconds.
+STRAGGLER_CONFIRM_S = 30.0
 # Memory imbalance compares each GPU's mean over the last minute: allocator churn is not imbalance.
 _MEMORY_WINDOW_S = 60.0
 # Loss spikes: the trend is an EMA of this weight, judged once this many values have been seen, with a
@@ -85,6 +94,11 @@ _SPIKE_EMA_WEIGHT = 0.9
 _SPIKE_MIN_VALUES = 20
 _SPIKE_RESIDUALS = 100
 _LOSS = "loss"
+# The epoch given to backlog lines (held before the monitor first saw their file): no rank is ever in it, so
+# they never add to the count of a rule with a per-epoch limit.
+_BACKLOG_EPOCH = -1
+# Read marks kept before the ones of files no longer in the log book are dropped.
+_MAX_READ_MARKS = 4096
 
 _EVENT_KINDS: dict[EventKind, AlertKind] = {
     EventKind.NAN: AlertKind.NAN,
@@ -200,8 +214,13 @@ class HealthMonitor:
         self._event_marks: dict[str, EventEntry] = {}
         self._events: dict[str, _EventState] = {}
         self._spikes: dict[str, _SpikeTracker] = {}
+        # straggler key -> when the rank was first seen that much slower (reset when it is not).
+        self._slow_since: dict[str, float] = {}
         self._active: dict[str, Alert] = {}
         self._resolved: dict[str, Alert] = {}
+        # (run, host, path) -> (next line number to read, arrival number of the line before it): where the
+        # pattern rules stopped reading each log file; the arrival number tells a file that started over.
+        self._read_marks: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -229,6 +248,44 @@ class HealthMonitor:
             epoch = self._epochs.get((run, rank))
         self._patterns.observe(run, host, text, t=t, rank=rank, epoch=epoch, path=path, line_no=line_no)
 
+    def _read_log_book(self, snapshot: StoreSnapshot) -> None:
+        """Show the pattern rules every line the snapshot's log book holds that they have not seen yet."""
+        for run in snapshot.log_files:
+            if not self._patterns.has_rules(run):
+                continue
+            for view in snapshot.logs(run):
+                if not len(view):
+                    continue
+                key = (run, view.host, view.path)
+                mark = self._read_marks.get(key)
+                start = view.first_line
+                epoch: int | None = _BACKLOG_EPOCH
+                if mark is not None:
+                    next_line, arrival = mark
+                    epoch = self._epochs.get((run, view.rank))
+                    if view.holds(next_line - 1) and view.arrival(next_line - 1) == arrival:
+                        start = next_line
+                    elif next_line - 1 < view.first_line:
+                        # Lines were dropped from the front since: go on from the oldest one still held.
+                        start = view.first_line
+                    # else the file started over (its numbering restarted): read all of it as new.
+                for offset, text in enumerate(view.lines(start, view.end_line)):
+                    self._patterns.observe(
+                        run,
+                        view.host,
+                        text,
+                        t=view.last_t,
+                        rank=view.rank,
+                        epoch=epoch,
+                        path=view.path,
+                        line_no=start + offset,
+                    )
+                self._read_marks[key] = (view.end_line, view.arrival(view.end_line - 1))
+        if len(self._read_marks) > _MAX_READ_MARKS:
+            # Files the book no longer holds: forget where they stopped (the book keeps a bounded number).
+            held = {(run, view.host, view.path) for run in snapshot.log_files for view in snapshot.logs(run)}
+            self._read_marks = {key: mark for key, mark in self._read_marks.items() if key in held}
+
     def __call__(self, snapshot: StoreSnapshot) -> tuple[Alert, ...]:
         return self.update(snapshot)
 
@@ -237,6 +294,7 @@ class HealthMonitor:
         (newest first)."""
         now = snapshot.now
         self._track_progress(snapshot)
+        self._read_log_book(snapshot)
         findings: list[_Finding] = []
         findings += self._host_rules(snapshot)
         processes = self._process_rules(snapshot, findings)
@@ -674,30 +732,58 @@ class HealthMonitor:
 
     def _stragglers(self, snapshot: StoreSnapshot, run: RunSnapshot, spec: RunSpec) -> list[_Finding]:
         settings = spec.settings
-        if not settings.enabled(AlertKind.STRAGGLER) or len(run.ranks) < 2:
-            return []
         units = {rank.unit for rank in run.ranks if rank.unit is not None}
-        if len(units) != 1:
-            return []
-        rates = [(rank, rate) for rank in run.ranks if (rate := rank_rate(rank)) is not None and rate > 0]
-        if len(rates) < 2:
-            return []
+        rates: list[tuple[RankSnapshot, float]] = []
+        if settings.enabled(AlertKind.STRAGGLER) and len(run.ranks) >= 2 and len(units) == 1:
+            rates = [(rank, rate) for rank in run.ranks if (rate := rank_rate(rank)) is not None and rate > 0]
+        found: list[_Finding] = []
+        still_slow: set[str] = set()
+        if len(rates) >= 2:
+            found = self._slow_ranks(
+                snapshot.now,
+                run=run.name,
+                rates=rates,
+                unit=next(iter(units)).value,
+                settings=settings,
+                still_slow=still_slow,
+            )
+        for key in [key for key in self._slow_since if key.startswith(f"straggler:{run.name}:")]:
+            if key not in still_slow:
+                del self._slow_since[key]
+        return found
+
+    def _slow_ranks(
+        self,
+        now: float,
+        *,
+        run: str,
+        rates: Sequence[tuple[RankSnapshot, float]],
+        unit: str,
+        settings: HealthSettings,
+        still_slow: set[str],
+    ) -> list[_Finding]:
+        """Stragglers among ``rates`` that have been slow for STRAGGLER_CONFIRM_S; adds every slow one's key
+        to ``still_slow``."""
         typical = median([rate for _, rate in rates])
-        unit = next(iter(units)).value
         found: list[_Finding] = []
         for rank, rate in rates:
             slower = (1.0 - rate / typical) * 100.0
+            key = f"straggler:{run}:{rank.rank}"
             if slower < settings.straggler_pct:
+                continue
+            still_slow.add(key)
+            first = self._slow_since.setdefault(key, now)
+            if now - first < STRAGGLER_CONFIRM_S:
                 continue
             found.append(
                 _Finding(
-                    f"straggler:{run.name}:{rank.rank}",
+                    key,
                     AlertKind.STRAGGLER,
-                    f"run {run.name}: {_rank_label(rank.rank)} on {rank.host} is {slower:.0f} % slower "
+                    f"run {run}: {_rank_label(rank.rank)} on {rank.host} is {slower:.0f} % slower "
                     f"than the median rank ({format_value(rate)} vs {format_value(typical)} {unit}s/s; limit "
                     f"{settings.straggler_pct:g} %)",
-                    snapshot.now,
-                    run=run.name,
+                    first,
+                    run=run,
                     host=rank.host,
                     rank=rank.rank,
                     evidence=tuple(
@@ -957,4 +1043,4 @@ def _feed_spike(tracker: _SpikeTracker, t: float, value: float, settings: Health
     tracker.seen += 1
 
 
-__all__ = ["DEATH_CONFIRM_S", "DEFAULT_RESOLVED_KEEP_S", "HealthMonitor", "duty_cycle"]
+__all__ = ["DEATH_CONFIRM_S", "DEFAULT_RESOLVED_KEEP_S", "STRAGGLER_CONFIRM_S", "HealthMonitor", "duty_cycle"]

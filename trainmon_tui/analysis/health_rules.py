@@ -25,6 +25,9 @@ from trainmon_tui.state.store import HostSnapshot, MetricSnapshot, RankSnapshot,
 
 SM_FIELD = "sm_pct"
 MEMORY_FIELD = "fb_used_mib"
+#: Print intervals shorter than this are a backlog arriving in chunks, not the pace of training
+#: (see rank_rate).
+BACKLOG_GAP_S = 0.05
 # MAD -> standard deviation for normally distributed noise.
 _MAD_TO_SIGMA = 1.4826
 
@@ -135,12 +138,25 @@ def stall_limit(rank: RankSnapshot, settings: HealthSettings) -> tuple[float, fl
     return limit, typical
 
 
-def rank_rate(rank: RankSnapshot, min_intervals: int = 5) -> float | None:
-    """Progress units per second of a rank (median of its recent intervals), once it has enough of them."""
+def rank_rate(rank: RankSnapshot, min_intervals: int = 5, window: int = 50) -> float | None:
+    """Progress units per second of a rank: the median over its last ``window`` print intervals, once it has
+    ``min_intervals`` of them.
+
+    Intervals shorter than :data:`BACKLOG_GAP_S` are left out. Lines timed by their arrival come in bursts
+    when a backlog is read (``tail -n`` at the start, a reconnect): a few hundred old steps arriving in
+    network chunks a millisecond apart would otherwise read as thousands of steps per second, and ranks
+    whose backlog came in more chunks would look like stragglers until the backlog left the window.
+    """
     segment = current_segment(rank.observations)
-    if len(segment) <= min_intervals:
+    durations = [
+        (t1 - t0) / (p1 - p0)
+        for (t0, p0), (t1, p1) in pairwise(segment[-(window + 1) :])
+        if t1 - t0 >= BACKLOG_GAP_S
+    ]
+    if len(durations) < min_intervals:
         return None
-    return rank.eta().steps_per_s
+    typical = median(durations)
+    return None if typical <= 0 else 1.0 / typical
 
 
 def finished(rank: RankSnapshot) -> bool:

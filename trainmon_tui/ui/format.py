@@ -85,6 +85,17 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{days}d{hours:02d}h"
 
 
+def fmt_span(seconds: float | None) -> str | None:
+    """A length of time in one short unit, rounded: ``40s``, ``12m``, ``3h``, ``2d``; None when unknown or
+    under half a second (nothing worth saying). For ranges, where two clock times would not fit."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0.5:
+        return None
+    for limit, size, unit in ((90.0, 1.0, "s"), (5_400.0, 60.0, "m"), (129_600.0, 3_600.0, "h")):
+        if seconds < limit:
+            return f"{round(seconds / size)}{unit}"
+    return f"{round(seconds / _SECONDS_PER_DAY)}d"
+
+
 def fmt_rate(per_s: float | None, unit: str = "step") -> str:
     """Progress speed in the form people read best: ``2.31 step/s`` when fast, ``4.2 s/step`` when slow."""
     if per_s is None or not math.isfinite(per_s) or per_s <= 0:

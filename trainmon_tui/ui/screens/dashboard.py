@@ -36,14 +36,34 @@ from trainmon_tui.ui.widgets.row_list import RowList
 from trainmon_tui.ui.widgets.runs_view import RunsView
 
 AlertsProvider = Callable[[StoreSnapshot], Sequence[Alert]]
+#: Alerts about a host or its GPUs: Enter on one opens the host screen (the others open a log).
+HOST_ALERT_KINDS = frozenset(
+    {"host_down", "host_stale", "gpus_unreadable", "gpu_idle", "memory_imbalance", "log_unreadable"}
+)
 _NO_HINTS: Mapping[str, RunHints] = MappingProxyType({})
 
 
-def status_line(title: str, snapshot: StoreSnapshot | None, alerts: Sequence[Alert], filter_text: str) -> str:
-    """``demo │ 2 up · 1 down │ 24 GPUs · 9 stale │ 2 runs │ 4 alerts · 3 critical``."""
-    parts = [title or "trainmon-tui"]
+def plural(count: int, noun: str) -> str:
+    """``1 alert``, ``3 alerts``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def status_line(
+    title: str,
+    snapshot: StoreSnapshot | None,
+    alerts: Sequence[Alert],
+    filter_text: str,
+    width: int | None = None,
+) -> str:
+    """``demo │ 2 up · 1 down │ 24 GPUs · 9 stale │ 2 runs │ 4 alerts · 3 critical``.
+
+    When ``width`` is too narrow for all of it, the least telling parts go first: the run count, then the
+    title, then the GPU count; host states, alerts and the filter stay.
+    """
+    # (text, how long it survives a narrow terminal: higher stays longer)
+    parts: list[tuple[str, int]] = [(title or "trainmon-tui", 1)]
     if snapshot is None:
-        parts.append("waiting for data")
+        parts.append(("waiting for data", 9))
     else:
         states: dict[str, int] = {}
         gpus = stale = 0
@@ -58,15 +78,22 @@ def status_line(title: str, snapshot: StoreSnapshot | None, alerts: Sequence[Ale
             )
         order = ("up", "stale", "connecting", "down")
         counts = " · ".join(f"{states[state]} {state}" for state in order if states.get(state))
-        parts.append(counts or "no hosts")
-        parts.append(f"{gpus} GPUs" + (f" · {stale} stale" if stale else ""))
-        parts.append(f"{len(snapshot.runs)} runs")
+        parts.append((counts or "no hosts", 9))
+        parts.append((plural(gpus, "GPU") + (f" · {stale} stale" if stale else ""), 2))
+        parts.append((plural(len(snapshot.runs), "run"), 0))
         active = [alert for alert in alerts if alert.active]
         critical = sum(1 for alert in active if alert.severity is Severity.CRITICAL)
-        parts.append(f"{len(active)} alerts" + (f" · {critical} critical" if critical else ""))
+        parts.append((plural(len(active), "alert") + (f" · {critical} critical" if critical else ""), 9))
     if filter_text:
-        parts.append(f"filter: {filter_text}")
-    return " │ ".join(parts)
+        parts.append((f"filter: {filter_text}", 9))
+    separator = " │ "
+    kept = list(parts)
+    while width is not None and len(kept) > 1 and len(separator.join(text for text, _ in kept)) > width:
+        least = min(range(len(kept)), key=lambda index: kept[index][1])
+        if kept[least][1] >= 9:
+            break
+        del kept[least]
+    return separator.join(text for text, _ in kept)
 
 
 def _drilldown(module: str, name: str) -> Callable[..., Screen[Any]] | None:
@@ -178,8 +205,10 @@ class DashboardScreen(Screen[None]):
         self._draw_status()
 
     def _draw_status(self) -> None:
-        line = status_line(self.title_text, self.snapshot, self.alerts, self.filter_text)
-        self.query_one("#status", Static).update(line)
+        status = self.query_one("#status", Static)
+        # The padding takes a cell on each side; before the first layout the width is not known yet (0).
+        width = status.size.width - 2 if status.size.width else None
+        status.update(status_line(self.title_text, self.snapshot, self.alerts, self.filter_text, width))
 
     def _draw_chart(self) -> None:
         chart = self.chart
@@ -192,6 +221,7 @@ class DashboardScreen(Screen[None]):
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._draw_chart)
+        self.call_after_refresh(self._draw_status)
 
     def on_runs_view_cursor_run_changed(self, _message: RunsView.CursorRunChanged) -> None:
         self._draw_chart()
@@ -212,14 +242,21 @@ class DashboardScreen(Screen[None]):
                 self.open_log(run=str(key[1]), host=None, rank=None, path=None, line=None)
         elif message.row_list is self.alerts_view:
             alert = self.alerts_view.alert_of_cursor()
-            if alert is None:
-                return
-            if alert.run is not None:
-                self.open_log(
-                    run=alert.run, host=alert.host, rank=alert.rank, path=alert.log_path, line=alert.log_line
-                )
-            elif alert.host is not None:
-                self.open_host(alert.host)
+            if alert is not None:
+                self.open_alert(alert)
+
+    def open_alert(self, alert: Alert) -> None:
+        """Where an alert's evidence is: its log line when it has one; the host screen for trouble with a host
+        or its GPUs; else the log of its rank, or the merged log of its run."""
+        if alert.run is not None and alert.log_line is not None:
+            self.open_log(
+                run=alert.run, host=alert.host, rank=alert.rank, path=alert.log_path, line=alert.log_line
+            )
+        elif alert.host is not None and (alert.run is None or alert.kind in HOST_ALERT_KINDS):
+            self.open_host(alert.host)
+        elif alert.run is not None:
+            host = alert.host if alert.rank is not None else None
+            self.open_log(run=alert.run, host=host, rank=alert.rank, path=alert.log_path, line=None)
 
     def open_host(self, host: str) -> None:
         screen_class = _drilldown("host", "HostScreen")

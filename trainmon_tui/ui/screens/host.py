@@ -1,10 +1,11 @@
 """One host up close: its connection status, a table of its GPUs and a table of its processes.
 
-Reached with Enter on a host in the fleet. The GPU table shows index, model, SM%, memory used/total,
-temperature, power, clocks, the rank(s) and pids holding memory on each GPU and how old its newest reading
-is (in yellow past :data:`GPU_STALE_S`); the process table is :class:`ProcessTable`. Enter on a process or a
-GPU that has a rank opens that rank's log (:class:`~trainmon_tui.ui.screens.log.LogScreen`); Esc goes back.
-Unknown values are "-", never 0.
+Reached with Enter on a host in the fleet. The GPU table shows index, SM%, the duty cycle (share of
+the last 10 minutes at >= 50 % SM, :func:`~trainmon_tui.analysis.health_rules.duty_cycle`: what a one-off
+SM% reading cannot tell), memory used/total, temperature, power, the rank(s) and pids holding memory on
+each GPU, how old its newest reading is (in yellow past :data:`GPU_STALE_S`), clocks and model; the process
+table is :class:`ProcessTable`. Enter on a process or a GPU that has a rank opens that rank's log
+(:class:`~trainmon_tui.ui.screens.log.LogScreen`); Esc goes back. Unknown values are "-", never 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from trainmon_tui.analysis.health_rules import duty_cycle
+from trainmon_tui.analysis.health_settings import DEFAULT_BUSY_SM_PCT, DEFAULT_DUTY_WINDOW_S
 from trainmon_tui.state.store import GpuSnapshot, HostSnapshot, HostState, StoreSnapshot
 from trainmon_tui.ui.format import (
     UNKNOWN,
@@ -34,6 +37,10 @@ from trainmon_tui.ui.widgets.process_table import Cell, KeyedTable, ProcessTable
 
 #: A GPU whose newest reading is older than this is drawn as stale (dmon prints every second).
 GPU_STALE_S = 15.0
+#: The duty cycle column: share of the last DUTY_WINDOW_S seconds at BUSY_SM_PCT % SM or more.
+DUTY_WINDOW_S = DEFAULT_DUTY_WINDOW_S
+BUSY_SM_PCT = DEFAULT_BUSY_SM_PCT
+DUTY_TITLE = f"GPUs · duty: share of the last {DUTY_WINDOW_S / 60:g} min at >= {BUSY_SM_PCT:g}% SM"
 _STALE_STYLE = "#ffd75f"
 _DOWN_STYLE = "bold #ff5f5f"
 
@@ -96,17 +103,20 @@ def ranks_on_gpu(host: HostSnapshot, gpu: int) -> list[int]:
 class GpuTable(KeyedTable):
     """The GPUs of one host; row keys are GPU indexes (as text)."""
 
+    # What tells GPUs apart and what they do first, the model name last: at 80 columns the columns past the
+    # right edge are a scroll away, and every GPU of a host is usually the same model.
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("gpu", "GPU"),
-        ("name", "Name"),
         ("sm", "SM%"),
+        ("duty", "Duty"),
         ("memory", "Memory"),
         ("temp", "Temp"),
         ("power", "Power"),
-        ("clocks", "Clocks MHz"),
         ("ranks", "Rank"),
         ("pids", "PIDs"),
         ("age", "Age"),
+        ("clocks", "Clocks MHz"),
+        ("name", "Name"),
     )
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -121,6 +131,7 @@ class GpuTable(KeyedTable):
             age = gpu.age_s(now)
             stale = age > GPU_STALE_S or not host_up
             ranks = ranks_on_gpu(host, gpu.gpu)
+            duty = duty_cycle(gpu.history, now, DUTY_WINDOW_S, BUSY_SM_PCT)
             age_cell: Cell = (
                 Text(f"stale {fmt_duration(age)}", style=_STALE_STYLE) if stale else fmt_duration(age)
             )
@@ -129,15 +140,16 @@ class GpuTable(KeyedTable):
                     str(gpu.gpu),
                     (
                         str(gpu.gpu),
-                        shorten(sample.name or UNKNOWN, 24),
                         fmt_pct(sample.sm_pct),
+                        fmt_pct(None if duty is None else 100.0 * duty),
                         fmt_memory(sample.fb_used_mib, sample.fb_total_mib),
                         fmt_temp(sample.gpu_temp_c),
                         _power(gpu),
-                        _clocks(gpu),
                         ",".join(map(str, ranks)) if ranks else UNKNOWN,
                         ",".join(map(str, holders.get(gpu.gpu, []))) or UNKNOWN,
                         age_cell,
+                        _clocks(gpu),
+                        shorten(sample.name or UNKNOWN, 24),
                     ),
                 )
             )
@@ -176,7 +188,7 @@ class HostScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.host), id="status")
-        yield Static("GPUs", classes="table-title")
+        yield Static(DUTY_TITLE, classes="table-title")
         yield GpuTable(id="gpus")
         yield Static("Processes", classes="table-title")
         yield ProcessTable(id="processes")

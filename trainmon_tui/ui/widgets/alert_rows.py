@@ -1,15 +1,20 @@
-"""The alerts the dashboard shows when no health engine supplies them: log events and host trouble, as Alerts.
+"""What the alerts panel lists: health verdicts, and the log events and host trouble behind them, as Alerts.
 
-Until the health rules (issue 5) produce verdicts, the alerts panel still has to show what a person must see:
-every parsed log event (OOM, NCCL timeout or error, NaN, traceback, failed child, killed process, Xid,
-nvidia-smi failure) with its host, rank and line, and every host that is down, failing, stale or cannot read
-its GPUs. They are built as :class:`~trainmon_tui.analysis.alerts.Alert` values so the panel draws both
-sources the same way. Pure: no Textual, no clock (times are the snapshot's).
+Two sources, drawn the same way. With a health engine (the dashboard's
+:class:`~trainmon_tui.analysis.health.HealthMonitor`), :class:`PanelAlerts` lists the monitor's verdicts
+and adds what they do not stand for: every parsed log event (OOM, NCCL timeout or error, NaN, traceback,
+failed child, killed process, Xid, nvidia-smi failure) that no verdict covers - the monitor drops an event
+once its rank makes progress again - as a resolved row, so the history stays one Enter away from its log
+line; and logs that cannot be read. Without one, :func:`alerts_from_snapshot` turns the snapshot itself into
+alerts: every event with its host, rank and line, and every host that is down, failing, stale or cannot
+read its GPUs. An event is listed once: it is "covered" by a verdict of the same kind, run, host and rank
+that started no later than it. Pure: no Textual, no clock (times are the snapshot's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from trainmon_tui.analysis.alerts import Alert, Severity
 from trainmon_tui.model import EventKind
@@ -82,9 +87,17 @@ def alerts_from_snapshot(
                     host=host.name,
                 )
             )
+    host_alerts += log_alerts(snapshot)
+    host_alerts.sort(key=lambda alert: (_SEVERITY_ORDER[alert.severity], -alert.since))
+    return host_alerts + _event_alerts(snapshot, max_events)
+
+
+def log_alerts(snapshot: StoreSnapshot) -> list[Alert]:
+    """One warning per run and host whose logs cannot be read (the collector's status), with its reason."""
+    alerts: list[Alert] = []
     for run in snapshot.runs.values():
         for host_name, log_status in run.log_status.items():
-            host_alerts.append(
+            alerts.append(
                 Alert(
                     key=f"log:{run.name}:{host_name}",
                     severity=Severity.WARNING,
@@ -95,8 +108,7 @@ def alerts_from_snapshot(
                     run=run.name,
                 )
             )
-    host_alerts.sort(key=lambda alert: (_SEVERITY_ORDER[alert.severity], -alert.since))
-    return host_alerts + _event_alerts(snapshot, max_events)
+    return alerts
 
 
 def _event_alerts(snapshot: StoreSnapshot, max_events: int) -> list[Alert]:
@@ -117,6 +129,7 @@ def _event_alerts(snapshot: StoreSnapshot, max_events: int) -> list[Alert]:
                     rank=event.rank,
                     run=run.name,
                     evidence=(text,),
+                    log_path=entry.path,
                     log_line=event.line,
                 )
             )
@@ -125,8 +138,48 @@ def _event_alerts(snapshot: StoreSnapshot, max_events: int) -> list[Alert]:
 
 
 def sort_for_panel(alerts: Sequence[Alert]) -> list[Alert]:
-    """Active before resolved, then most severe, then newest: the order a person should read them in."""
-    return sorted(
-        alerts,
-        key=lambda alert: (not alert.active, _SEVERITY_ORDER[alert.severity], -alert.since),
+    """Active alerts first, most severe then newest; then resolved ones, most recently ended first: the
+    order a person should read them in."""
+    active = sorted(
+        (alert for alert in alerts if alert.active),
+        key=lambda alert: (_SEVERITY_ORDER[alert.severity], -alert.since),
     )
+    resolved = sorted(
+        (alert for alert in alerts if not alert.active),
+        key=lambda alert: (-(alert.resolved_at or alert.since), -alert.since),
+    )
+    return active + resolved
+
+
+def _covers(verdict: Alert, event: Alert) -> bool:
+    return (
+        verdict.kind == event.kind
+        and verdict.run == event.run
+        and verdict.host == event.host
+        and verdict.rank == event.rank
+        and verdict.since <= event.since
+    )
+
+
+def merge_alerts(
+    verdicts: Sequence[Alert], snapshot: StoreSnapshot, *, max_events: int = DEFAULT_EVENT_ALERTS
+) -> list[Alert]:
+    """The health verdicts, then each log event no verdict covers (as a resolved row: the monitor judged it
+    over), then unreadable logs; see the module docstring."""
+    merged = list(verdicts)
+    for event in _event_alerts(snapshot, max_events):
+        if not any(_covers(verdict, event) for verdict in verdicts):
+            merged.append(replace(event, resolved_at=event.since))
+    keys = {alert.key for alert in merged}
+    merged += [alert for alert in log_alerts(snapshot) if alert.key not in keys]
+    return merged
+
+
+class PanelAlerts:
+    """An alerts provider for the dashboard: a health engine's verdicts merged with the event history."""
+
+    def __init__(self, verdicts: Callable[[StoreSnapshot], Sequence[Alert]]) -> None:
+        self.verdicts = verdicts
+
+    def __call__(self, snapshot: StoreSnapshot) -> list[Alert]:
+        return merge_alerts(self.verdicts(snapshot), snapshot)

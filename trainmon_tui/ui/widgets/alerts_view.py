@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 
 from trainmon_tui.analysis.alerts import Alert, Severity
@@ -77,18 +78,40 @@ class AlertsView(RowList):
         alert = self.alerts.get(str(key))
         if alert is None or self.snapshot is None:
             return Text()
-        style_name = "resolved" if not alert.active else alert.severity.value
-        style = self.get_component_rich_style(f"alerts-view--{style_name}")
-        dim = self.get_component_rich_style("alerts-view--dim")
-        text = Text(no_wrap=True)
-        text.append("✓ " if not alert.active else f"{_ICONS[alert.severity]} ", style)
-        when = self.clock.fmt_clock(self.clock.wall_time(self.snapshot.now, alert.since), seconds=True)
-        text.append(f"{when} ", dim)
-        where = alert.host or alert.run or ""
-        if alert.rank is not None:
-            where += f" r{alert.rank}"
-        if where:
-            text.append(f"{shorten(where, 18)} ", dim)
-        text.append(f"{alert.kind} ", style)
-        text.append(clean_remote_text(alert.message))
-        return text
+        return alert_text(
+            alert,
+            self.snapshot.now,
+            self.clock,
+            style=self.get_component_rich_style(
+                "alerts-view--resolved" if not alert.active else f"alerts-view--{alert.severity.value}"
+            ),
+            dim=self.get_component_rich_style("alerts-view--dim"),
+        )
+
+
+def alert_where(alert: Alert) -> str:
+    """``node-2 gpu7 r4``: the host (else the run), the GPU and the rank an alert is about."""
+    where = alert.host or alert.run or ""
+    if alert.gpu is not None:
+        where += f" gpu{alert.gpu}"
+    if alert.rank is not None:
+        where += f" r{alert.rank}"
+    return where.strip()
+
+
+def alert_text(alert: Alert, now: float, clock: WallClock, *, style: Style, dim: Style) -> Text:
+    """One panel row: ``✖ 11:58:30 gpu-node-02 r2 oom torch.OutOfMemoryError ...``. A resolved alert starts
+    with a check mark, is drawn dim and says when it ended (when that is not when it started: a past log
+    event that the health rules no longer count)."""
+    text = Text(no_wrap=True)
+    text.append("✓ " if not alert.active else f"{_ICONS[alert.severity]} ", style)
+    text.append(f"{clock.fmt_clock(clock.wall_time(now, alert.since), seconds=True)} ", dim)
+    where = alert_where(alert)
+    if where:
+        text.append(f"{shorten(where, 22)} ", dim)
+    text.append(f"{alert.kind} ", style)
+    if alert.resolved_at is not None and alert.resolved_at > alert.since:
+        ended = clock.fmt_clock(clock.wall_time(now, alert.resolved_at), seconds=True)
+        text.append(f"(ended {ended}) ", dim)
+    text.append(clean_remote_text(alert.message), style if not alert.active else Style())
+    return text

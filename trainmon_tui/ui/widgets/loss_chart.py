@@ -4,9 +4,11 @@ One chart per dashboard, following the run under the cursor. The options a perso
 the metric (``loss`` first, then every other metric the run prints), the time window (10 min, 1 h, all) and
 a logarithmic y axis. The train series is drawn twice: the raw points in a faint colour and TensorBoard's
 debiased EMA (:func:`~trainmon_tui.analysis.smoothing.ema_smooth`) over them; the validation series (the
-metric's ``val_`` twin) is drawn the same way in another colour. The x axis is minutes before the snapshot's
-time, so nothing drawn depends on the wall clock. Gaps and non-finite values are left out of the lines
-(plotext cannot draw them), and on a log axis so are values <= 0.
+metric's ``val_`` twin) is drawn the same way in another colour. The x axis is time before the snapshot's
+time, so nothing drawn depends on the wall clock, in the unit that suits the span the lines cover (seconds,
+minutes, hours or days: :func:`time_ticks`), with round ticks labelled ``30s ago`` ... ``now``. Gaps and
+non-finite values are left out of the lines (plotext cannot draw them), and on a log axis so are values
+<= 0.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ SMOOTH_VAL_COLOUR = 208
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """One line of the chart: x in minutes before now, y as read (finite only)."""
+    """One line of the chart: x in seconds relative to the snapshot's time (<= 0), y as read (finite only)."""
 
     label: str
     xs: tuple[float, ...]
@@ -75,10 +77,36 @@ def metric_series(
     for point, value in zip(points, values, strict=True):
         if value is None or not math.isfinite(value) or (log_y and value <= 0):
             continue
-        xs.append((point.t - snapshot.now) / 60.0)
+        xs.append(point.t - snapshot.now)
         ys.append(value)
     label = f"{metric} (ema)" if smooth else metric
     return Series(label, tuple(xs), tuple(ys))
+
+
+# (largest span in seconds, seconds per unit, unit suffix): the unit a time axis is labelled in.
+_TIME_UNITS: tuple[tuple[float, float, str], ...] = (
+    (180.0, 1.0, "s"),
+    (3.0 * 3600.0, 60.0, "m"),
+    (3.0 * 86_400.0, 3600.0, "h"),
+    (math.inf, 86_400.0, "d"),
+)
+_NICE_STEPS = (1.0, 2.0, 5.0, 10.0)
+
+
+def time_ticks(span_s: float, count: int = 5) -> tuple[float, list[float], list[str]]:
+    """For an axis from ``-span_s`` to 0 seconds: (seconds per unit, tick positions in that unit, labels).
+
+    At most ``count + 1`` ticks at round multiples (1, 2 or 5 x 10^k units), labelled ``8m ago`` ... ``now``.
+    """
+    span_s = max(span_s, 1.0)
+    size, unit = next((size, unit) for limit, size, unit in _TIME_UNITS if span_s <= limit)
+    span = span_s / size
+    rough = span / max(count, 1)
+    magnitude = 10.0 ** math.floor(math.log10(rough))
+    step = next(nice * magnitude for nice in _NICE_STEPS if nice * magnitude >= rough)
+    ticks = [round(-index * step, 9) for index in range(int(span / step + 1e-9) + 1)][::-1]
+    labels = ["now" if tick == 0 else f"{-tick:g}{unit} ago" for tick in ticks]
+    return size, ticks, labels
 
 
 class LossChart(PlotextPlot):
@@ -90,6 +118,8 @@ class LossChart(PlotextPlot):
         self.window_index = 0
         self.log_y = False
         self.drawn: list[Series] = []
+        #: The x axis's tick labels as last drawn (``["10m ago", ..., "now"]``).
+        self.x_labels: list[str] = []
 
     @property
     def window_label(self) -> str:
@@ -127,16 +157,27 @@ class LossChart(PlotextPlot):
             (val_metric, False): RAW_VAL_COLOUR,
             (val_metric, True): SMOOTH_VAL_COLOUR,
         }
-        for (name, smooth), colour in colours.items():
+        for name, smooth in colours:
             series = metric_series(snapshot, run, name, window_s, smooth=smooth, log_y=self.log_y)
-            if series is None or not series.xs:
-                continue
-            self.drawn.append(series)
+            if series is not None and series.xs:
+                self.drawn.append(series)
+        span = max((-series.xs[0] for series in self.drawn), default=0.0)
+        size, ticks, self.x_labels = time_ticks(span)
+        for series in self.drawn:
+            smooth = series.label.endswith("(ema)")
+            name = series.label.removesuffix(" (ema)")
             # Only the smoothed lines get a legend entry: four entries would cover the lines at 80 columns.
-            label = series.label if smooth else None
-            plt.plot(list(series.xs), list(series.ys), color=colour, marker="braille", label=label)
+            plt.plot(
+                [x / size for x in series.xs],
+                list(series.ys),
+                color=colours[(name, smooth)],
+                marker="braille",
+                label=series.label if smooth else None,
+            )
         plt.yscale("log" if self.log_y else "linear")
-        plt.xlabel("minutes ago")
+        if self.drawn:
+            plt.xlim(-max(span, 1.0) / size, 0.0)
+            plt.xticks(ticks, self.x_labels)
         scale = " · log y" if self.log_y else ""
         self.border_title = f"{metric} · {run.name} · {self.window_label}{scale}"
         self.refresh()

@@ -1,9 +1,11 @@
 """The run panel: per run its progress, speed, ETA as a finish time with a range, current metrics, ranks.
 
-Rows, per run: the headline (step/total, a progress bar, steps/s, "ETA 14:32 (14:20-14:51)"), the newest
-value of its headline metrics, then one row per rank with its step and how far behind the leader it is, so
-the rank that lags stands out. A run with many ranks starts collapsed to one summary row naming the slowest
-rank. The numbers come from the rank furthest behind (:func:`trainmon_tui.report.run_progress`): a run ends
+Rows, per run: the headline (step/total, a progress bar, steps/s, "ETA 14:32 (±20m)"), the newest value of
+its headline metrics, a summary of its ranks ("8 ranks · 1 behind"), and a row for each rank that lags:
+more than :data:`LAG_SHOWN_S` seconds of progress behind the leader, or silent (at most
+:data:`MAX_LAGGARD_ROWS`, furthest behind first). The panel stays a few rows per run however many ranks
+there are, so every run fits; ``l`` / right arrow expands a run to every rank, ``h`` / left arrow folds it
+back. The numbers come from the rank furthest behind (:func:`trainmon_tui.report.run_progress`): a run ends
 when its slowest rank does. Finish times are store times turned into wall-clock times by a
 :class:`~trainmon_tui.ui.format.WallClock`, which tests fix.
 """
@@ -30,12 +32,15 @@ from trainmon_tui.ui.format import (
     fmt_duration,
     fmt_metric,
     fmt_rate,
+    fmt_span,
     shorten,
 )
 from trainmon_tui.ui.widgets.row_list import RowList
 
-#: A run with more ranks than this starts collapsed to its summary row.
-AUTO_COLLAPSE_RANKS = 8
+#: A rank at least this many seconds of progress (at the run's rate) behind the leader gets a row of its own.
+LAG_SHOWN_S = 10.0
+#: Rank rows shown for a run that is not expanded.
+MAX_LAGGARD_ROWS = 3
 _NAME_CELLS = 12
 _BAR_CELLS = 10
 _RANK_BAR_CELLS = 10
@@ -43,7 +48,9 @@ _NO_HINTS: Mapping[str, RunHints] = MappingProxyType({})
 
 
 def finish_clock(eta: Eta, behind: RankSnapshot | None, now: float, clock: WallClock) -> str:
-    """``ETA 14:32 (14:20-14:51)``: when the run ends on the wall clock, with its range; "done" at the end.
+    """``ETA 14:32 (±20m)``, ``ETA Sun 02:10 (-5m/+13h)``: when the run ends on the wall clock, and how far
+    before or after that the range reaches (offsets stay short where two clock times would not); "done" at
+    the end.
 
     The estimate dates from the slowest rank's newest line, so the wall time of that line is the start.
     """
@@ -52,14 +59,18 @@ def finish_clock(eta: Eta, behind: RankSnapshot | None, now: float, clock: WallC
     if eta.eta_s is None or behind is None:
         return f"ETA {UNKNOWN}"
     start = clock.wall_time(now, behind.progress.last_line_t)
-    middle = clock.fmt_clock(start + eta.eta_s)
-    text = f"ETA {middle}"
-    if eta.eta_low_s is not None and eta.eta_high_s is not None:
-        low = clock.fmt_clock(start + eta.eta_low_s)
-        high = clock.fmt_clock(start + eta.eta_high_s)
-        if not low == middle == high:
-            text += f" ({low}-{high})"
-    return text
+    text = f"ETA {clock.fmt_clock(start + eta.eta_s)}"
+    if eta.eta_low_s is None or eta.eta_high_s is None:
+        return text
+    earlier = fmt_span(eta.eta_s - eta.eta_low_s)
+    later = fmt_span(eta.eta_high_s - eta.eta_s)
+    if earlier is None and later is None:
+        return text
+    if earlier == later:
+        return f"{text} (±{later})"
+    parts = [f"-{earlier}"] if earlier is not None else []
+    parts += [f"+{later}"] if later is not None else []
+    return f"{text} ({'/'.join(parts)})"
 
 
 def progress_text(progress: RunProgress) -> str:
@@ -107,6 +118,27 @@ def headline_metrics(run: RunSnapshot) -> list[tuple[str, float]]:
     return values
 
 
+def laggards(run: RunSnapshot, progress: RunProgress, now: float, log_silent_s: float) -> list[RankSnapshot]:
+    """The ranks worth a row of their own, in order: silent ones (no line for ``log_silent_s``), then the
+    ones more than :data:`LAG_SHOWN_S` seconds of progress behind the leader (at least 2 units when the
+    rate is unknown), furthest behind first. Ranks compare by their newest progress value when they all
+    count the same unit."""
+    silent = [rank for rank in run.ranks if now - rank.progress.last_line_t > log_silent_s]
+    positions = [(rank, rank.observations[-1][1]) for rank in run.ranks if rank.observations]
+    behind: list[tuple[float, RankSnapshot]] = []
+    if positions and len({rank.unit for rank in run.ranks}) == 1:
+        lead = max(position for _, position in positions)
+        rate = progress.eta.steps_per_s
+        for rank, position in positions:
+            gap = lead - position
+            if gap <= 0 or any(rank is quiet for quiet in silent):
+                continue
+            if (gap / rate >= LAG_SHOWN_S) if rate else gap >= 2.0:
+                behind.append((gap, rank))
+    behind.sort(key=lambda item: (-item[0], -1 if item[1].rank is None else item[1].rank))
+    return silent + [rank for _, rank in behind]
+
+
 class RunsView(RowList):
     """Runs and their ranks; Enter on a rank opens its log, on a run the merged log of all its ranks."""
 
@@ -139,20 +171,20 @@ class RunsView(RowList):
         self.hints = hints
         self.log_silent_s = log_silent_s
         self.snapshot: StoreSnapshot | None = None
-        self.collapsed: set[str] = set()
-        self._seen_runs: set[str] = set()
+        #: Runs showing a row for every rank (the others show their laggards only).
+        self.expanded: set[str] = set()
         self._progress: dict[str, RunProgress] = {}
+        self._laggards: dict[str, list[RankSnapshot]] = {}
 
     def show_snapshot(self, snapshot: StoreSnapshot) -> None:
         self.snapshot = snapshot
         self._progress = {
             name: run_progress(run, self.hints.get(name)) for name, run in snapshot.runs.items()
         }
-        for name, run in snapshot.runs.items():
-            if name not in self._seen_runs:
-                self._seen_runs.add(name)
-                if len(run.ranks) > AUTO_COLLAPSE_RANKS:
-                    self.collapsed.add(name)
+        self._laggards = {
+            name: laggards(run, self._progress[name], snapshot.now, self.log_silent_s)
+            for name, run in snapshot.runs.items()
+        }
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -161,10 +193,16 @@ class RunsView(RowList):
             for name, run in self.snapshot.runs.items():
                 keys.append(("run", name))
                 keys.append(("metrics", name))
-                if name in self.collapsed:
-                    keys.append(("summary", name))
-                else:
+                if len(run.ranks) < 2:
+                    # One rank (or unranked lines): the headline already says everything about it.
+                    continue
+                if name in self.expanded:
                     keys.extend(("rank", name, rank.rank) for rank in run.ranks)
+                else:
+                    keys.append(("summary", name))
+                    keys.extend(
+                        ("rank", name, rank.rank) for rank in self._laggards.get(name, [])[:MAX_LAGGARD_ROWS]
+                    )
         self.set_rows(keys)
 
     def run_of_cursor(self) -> str | None:
@@ -198,22 +236,22 @@ class RunsView(RowList):
     def action_collapse(self) -> None:
         run = self.run_of_cursor()
         if run is not None:
-            self.collapsed.add(run)
+            self.expanded.discard(run)
             self._rebuild()
             self.move_cursor_to(("run", run))
 
     def action_expand(self) -> None:
         run = self.run_of_cursor()
-        if run is not None and run in self.collapsed:
-            self.collapsed.discard(run)
+        if run is not None and run not in self.expanded:
+            self.expanded.add(run)
             self._rebuild()
 
     def action_toggle_row(self) -> None:
         run = self.run_of_cursor()
-        if run in self.collapsed:
-            self.action_expand()
-        else:
+        if run in self.expanded:
             self.action_collapse()
+        else:
+            self.action_expand()
 
     # ----------------------------------------------------------------------------------------- drawing
 
@@ -234,14 +272,14 @@ class RunsView(RowList):
         if kind == "metrics":
             return self._metrics_row(run)
         if kind == "summary":
-            return self._summary_row(run, progress)
+            return self._summary_row(run)
         rank = run.rank(key[2])
         return Text() if rank is None else self._rank_row(run, rank, progress)
 
     def _run_row(self, run: RunSnapshot, progress: RunProgress) -> Text:
         assert self.snapshot is not None
         text = Text(no_wrap=True)
-        text.append("▸ " if run.name in self.collapsed else "▾ ", self._style("dim"))
+        text.append("▾ " if run.name in self.expanded else "▸ ", self._style("dim"))
         text.append(shorten(run.name, _NAME_CELLS).ljust(_NAME_CELLS), self._style("name"))
         text.append(f" {progress_text(progress)} ")
         fraction = run_fraction(progress)
@@ -265,17 +303,17 @@ class RunsView(RowList):
             text.append(f"{fmt_metric(value)}  ", style)
         return text
 
-    def _summary_row(self, run: RunSnapshot, progress: RunProgress) -> Text:
+    def _summary_row(self, run: RunSnapshot) -> Text:
+        """``16 ranks · 2 behind  (→ all)`` above the rows of those two, or ``8 ranks · level  (→ all)``."""
         text = Text(f"    {len(run.ranks)} ranks", no_wrap=True)
-        behind = progress.behind
-        lead = progress.lead_step
-        if behind is not None and lead is not None and behind.progress.step is not None:
-            gap = lead - behind.progress.step
-            if gap > 0:
-                text.append(f" · slowest {self._rank_label(behind)} on {behind.host}: ", self._style("dim"))
-                text.append(f"{gap} steps behind", self._style("lag"))
-                return text
-        text.append(" · level", self._style("dim"))
+        behind = len(self._laggards.get(run.name, []))
+        if behind:
+            text.append(f" · {behind} behind", self._style("lag"))
+            if behind > MAX_LAGGARD_ROWS:
+                text.append(f" ({MAX_LAGGARD_ROWS} furthest below)", self._style("dim"))
+        else:
+            text.append(" · level", self._style("dim"))
+        text.append("  (→ all)", self._style("dim"))
         return text
 
     @staticmethod
