@@ -188,6 +188,20 @@ def test_log_timestamps_are_the_eta_clock_when_present() -> None:
     assert eta.eta_s == pytest.approx(18.0)
 
 
+def test_a_replayed_backlog_without_timestamps_is_not_read_as_a_burst_of_speed() -> None:
+    store = Store()
+    # The tail replayed on connect: 500 steps arriving within a few milliseconds, in network chunks ...
+    for step in range(1, 501):
+        store.apply_record("r", "h", LogRecord(line=step, step=step, total_steps=2000), 100.0 + step * 1e-5)
+    # ... then the run goes on at 2 steps a second, the two lines of each second delivered together.
+    for second in range(1, 11):
+        for step in (500 + 2 * second - 1, 500 + 2 * second):
+            store.apply_record("r", "h", LogRecord(line=step, step=step, total_steps=2000), 100.0 + second)
+    eta = store.snapshot(110.0).runs["r"].eta
+    assert eta.steps_per_s == pytest.approx(2.0, rel=0.05)
+    assert eta.eta_s == pytest.approx((2000 - 520) / 2.0, rel=0.05)
+
+
 def test_keras_style_one_based_epochs_and_batches() -> None:
     store = Store()
     store.apply_record("k", "h", LogRecord(line=1, epoch=1, total_epochs=3), 0.0)

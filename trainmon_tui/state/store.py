@@ -334,6 +334,10 @@ class _Host:
         return self.cached
 
 
+#: Progress lines that arrive (no log timestamps) within this long of each other count as one observation.
+ARRIVAL_MERGE_S = 1.0
+
+
 class _Rank:
     __slots__ = (
         "batch",
@@ -347,6 +351,7 @@ class _Rank:
         "last_line_t",
         "log_time",
         "lowest_epoch",
+        "merging_since",
         "observations",
         "rank",
         "stamp",
@@ -372,6 +377,8 @@ class _Rank:
         self.unit: ProgressUnit | None = None
         self.from_log_clock = False
         self.observations: deque[tuple[float, float]] = deque(maxlen=history)
+        # Arrival time of the first line merged into the newest observation (arrival-time clock only).
+        self.merging_since: float | None = None
         self.stamp = 0
         self.cached: RankSnapshot | None = None
         self.cached_stamp = -1
@@ -443,6 +450,15 @@ class _Rank:
                 return
             self.from_log_clock = True
             self.observations.clear()
+        if not from_log_clock:
+            # Arrival times say when lines reached us, not when they were printed: a backlog (the tail
+            # replayed on connect, a host that sent nothing for a while) arrives within milliseconds and
+            # would read as thousands of steps a second. Lines that arrive together are one observation.
+            since = self.merging_since
+            if since is not None and self.observations and t - since < ARRIVAL_MERGE_S:
+                self.observations[-1] = (t, value)
+                return
+            self.merging_since = t
         self.observations.append((t, value))
 
     def snapshot(self) -> RankSnapshot:
