@@ -467,6 +467,11 @@ def format_duration(seconds: float | None) -> str:
     return f"{days}d {hours:02d}h"
 
 
+def _percent(share: float | None) -> str:
+    """A share (0..1) as a whole percentage; "n/a" when unknown."""
+    return UNKNOWN if share is None else f"{100 * share:.0f} %"
+
+
 def format_number(value: float | str | None, digits: int = 1) -> str:
     """A number with ``digits`` decimals (integers without); "n/a" when unknown, "nan" kept as such."""
     if value is None:
@@ -603,7 +608,7 @@ def _alerts_markdown(alerts: Sequence[JsonObject]) -> list[str]:
     return [*lines, ""]
 
 
-def _host_markdown(host: JsonObject, window: str) -> list[str]:
+def _host_markdown(host: JsonObject, window: str, options: ReportOptions) -> list[str]:
     state = host["status"]
     error = f" — {_code(host['error'])}" if host["error"] else ""
     lines = [f"### {host['name']} ({state}{error})", ""]
@@ -621,6 +626,7 @@ def _host_markdown(host: JsonObject, window: str) -> list[str]:
                     format_number(sm["mean"]),
                     format_number(sm["min"]),
                     format_number(sm["max"]),
+                    _percent(gpu["duty_cycle"]),
                     str(gpu["samples"]),
                     memory,
                     format_number(gpu["temp_c"], 0),
@@ -634,6 +640,7 @@ def _host_markdown(host: JsonObject, window: str) -> list[str]:
             f"SM % mean {window}",
             "min",
             "max",
+            f"busy (SM >= {options.busy_sm_pct:g} %) last {format_duration(options.duty_window_s)}",
             "samples",
             "memory MiB used / total",
             "temp °C",
@@ -774,7 +781,7 @@ def render_markdown(report: JsonObject, options: ReportOptions | None = None) ->
     lines += [f"- {problem}" for problem in problems] if problems else ["None seen."]
     lines += ["", "## Hosts", ""]
     for host in hosts:
-        lines += _host_markdown(host, window)
+        lines += _host_markdown(host, window, options)
     if report["runs"]:
         lines += ["## Runs", ""]
         for run in report["runs"]:

@@ -279,9 +279,10 @@ def test_markdown_puts_problems_first_and_shows_unknown_as_na() -> None:
     assert "- run **megatron**: rank 1 on gpu-b has written nothing for 1m 00s" in lines
     # GPU 0 on gpu-a: SM last/mean/min/max over the window (t = 90 .. 100: one query-gpu reading of 99 %,
     # ten dmon rows of 98 %), memory total unknown -> n/a, never 0.
-    assert "| 0 | 98 | 98.1 | 98 | 99 | 11 | 90538 / n/a | 81 | 294 | 0 s ago |" in markdown
+    assert "| 0 | 98 | 98.1 | 98 | 99 | 100 % | 11 | 90538 / n/a | 81 | 294 | 0 s ago |" in markdown
     # gpu-b's GPUs sent nothing in the window: the old reading is shown as such, the window stats unknown.
-    assert "| 0 | 98 | n/a | n/a | n/a | 0 | 90538 / n/a | 81 | 294 | 1m 20s ago (stale) |" in markdown
+    stale_row = "| 0 | 98 | n/a | n/a | n/a | 100 % | 0 | 90538 / n/a | 81 | 294 | 1m 20s ago (stale) |"
+    assert stale_row in markdown
     assert (
         "| 86177 | 0 | - | megatron | sleeping | 91.7 | 21591 | n/a | python mcp_rl_training.py |" in markdown
     )
