@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from trainmon_tui.analysis.alerts import Alert
+from trainmon_tui.analysis.durations import format_duration as duration_text
 from trainmon_tui.analysis.eta import Eta, estimate_eta
 from trainmon_tui.analysis.health_rules import duty_cycle
 from trainmon_tui.model import ProcInfo
@@ -454,17 +455,7 @@ def format_duration(seconds: float | None) -> str:
     """``12 s``, ``4m 05s``, ``3h 07m``, ``2d 04h``; "n/a" when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return UNKNOWN
-    total = round(max(seconds, 0.0))
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
+    return duration_text(seconds)
 
 
 def _percent(share: float | None) -> str:

@@ -44,13 +44,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from trainmon_tui.analysis.alerts import DEFAULT_SEVERITY, SEVERITY_ORDER, Alert, AlertKind, Severity
+from trainmon_tui.analysis.durations import format_duration
 from trainmon_tui.analysis.health_patterns import PatternWatch
 from trainmon_tui.analysis.health_rules import (
     RunProcess,
     RunSpec,
     duty_cycle,
     finished,
-    format_duration,
     format_value,
     idle_since,
     median,

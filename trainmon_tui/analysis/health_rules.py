@@ -47,18 +47,6 @@ def robust_sigma(values: Sequence[float]) -> float:
     return _MAD_TO_SIGMA * median([abs(value - centre) for value in values])
 
 
-def format_duration(seconds: float) -> str:
-    """``45 s``, ``6m 05s``, ``2h 03m``: how long a condition has lasted, for alert messages."""
-    total = round(max(seconds, 0.0))
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
 def format_value(value: float) -> str:
     """A metric value with 4 significant digits (``nan`` and ``inf`` as such)."""
     return f"{value:.4g}"

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
+from trainmon_tui.analysis.durations import format_duration
+
 UNKNOWN = "-"
 
 # Eighth blocks, for bars that move in steps finer than a cell.
@@ -72,17 +74,7 @@ def fmt_duration(seconds: float | None) -> str:
     """``45s``, ``4m05s``, ``3h07m``, ``2d04h``; "-" when unknown or not finite."""
     if seconds is None or not math.isfinite(seconds):
         return UNKNOWN
-    total = round(max(seconds, 0.0))
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    return format_duration(seconds, compact=True)
 
 
 def fmt_span(seconds: float | None) -> str | None:
