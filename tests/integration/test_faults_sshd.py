@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -270,13 +271,27 @@ async def test_connection_refused_then_the_host_comes_back(site: Site) -> None:
 
 
 @pytest.mark.usefixtures("no_tracebacks")
+def bind_when_free(listener: socket.socket, address: tuple[str, int], within_s: float = 5.0) -> None:
+    """Bind once the killed sshd's last process let go of the port: one forked just before the kill may
+    still hold the listening socket for a moment."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            listener.bind(address)
+            return
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 async def test_connect_timeout_then_the_host_answers(site: Site) -> None:
     port = site.faulty.port
     site.faulty.stop()
     # A listener that never accepts: the kernel completes the TCP handshake, no SSH banner ever comes.
     silent = socket.socket()
     silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    silent.bind((FAULTY_ADDRESS, port))
+    bind_when_free(silent, (FAULTY_ADDRESS, port))
     silent.listen(64)
     try:
         async with running(site.config(connect_timeout=1, login_timeout=1)) as fleet:
