@@ -705,7 +705,7 @@ def _run_markdown(run: JsonObject, window: str) -> list[str]:
         lines.append(
             f"- {name}: {_format_metric(metric['last'])} (min {_format_metric(metric['min'])}, "
             f"mean {_format_metric(metric['mean'])}, max {_format_metric(metric['max'])} "
-            f"over {metric['samples']} values {window})"
+            f"over {metric['samples']} value{'' if metric['samples'] == 1 else 's'} {window})"
         )
     if not run["ranks"]:
         lines += ["- No progress read from the logs yet.", ""]

@@ -150,7 +150,9 @@ def test_report_json_and_markdown_from_two_hosts(cluster: Cluster) -> None:
     assert run["steps_per_s"] == pytest.approx(1.25)
     assert run["eta_s"] == pytest.approx(776.0)
     assert run["metrics"]["loss"]["last"] == pytest.approx(7.426577)
-    assert run["metrics"]["loss"]["samples"] == 11
+    # Rank 0's whole log arrives at once, and its timestamps (8 s apart) put all but the newest iteration
+    # before the 4 s window.
+    assert run["metrics"]["loss"]["samples"] == 1
     assert run["log_problems"] == []
     ranks = by_name(run["ranks"])
     assert ranks[0]["step"] == 120 and ranks[0]["steps_behind"] == 0
@@ -168,7 +170,7 @@ def test_report_json_and_markdown_from_two_hosts(cluster: Cluster) -> None:
     assert "| 2 | 100 | 100 | 100 | 100 | " in markdown
     assert "- Progress: step 30 / 1000 (3.0 %) (slowest rank)" in markdown
     assert "- Speed 1.25 steps/s; ETA 12m 56s (range 12m 56s – 12m 56s)" in markdown
-    assert "- loss: 7.427 (min 7.424, mean 8.648, max 10.72 over 11 values over 3 s)" in markdown
+    assert "- loss: 7.427 (min 7.427, mean 7.427, max 7.427 over 1 value over 3 s)" in markdown
     assert "| 30 | 90 steps ← slowest |" in markdown
     cluster.assert_no_leftovers()
 

@@ -202,6 +202,53 @@ def test_a_replayed_backlog_without_timestamps_is_not_read_as_a_burst_of_speed()
     assert eta.eta_s == pytest.approx((2000 - 520) / 2.0, rel=0.05)
 
 
+def test_a_burst_of_timestamped_lines_is_spread_over_the_time_it_was_printed() -> None:
+    store = Store()
+    # Ten iterations printed 10 s apart reach us in one burst at t = 500 (the tail replayed on connect).
+    for step in range(10):
+        record = LogRecord(line=step, step=step, metrics={"loss": 10.0 - step}, timestamp=1.7e9 + 10.0 * step)
+        store.apply_record("r", "h", record, 500.0 + step * 1e-4)
+    # Then one live line, printed 10 s after the last and arriving 10 s later.
+    store.apply_record(
+        "r", "h", LogRecord(line=10, step=10, metrics={"loss": 0.5}, timestamp=1.7e9 + 100), 510.0
+    )
+    loss = store.snapshot(511.0).runs["r"].metric("loss")
+    assert loss is not None
+    points = loss.history.points("loss").points
+    # The newest line of the burst stays at its arrival; the others go back by their printed distance.
+    assert [(round(p.t, 3), p.last) for p in points] == [
+        (410.001, 10.0),
+        (420.001, 9.0),
+        (430.001, 8.0),
+        (440.001, 7.0),
+        (450.001, 6.0),
+        (460.001, 5.0),
+        (470.001, 4.0),
+        (480.001, 3.0),
+        (490.001, 2.0),
+        (500.001, 1.0),
+        (510.0, 0.5),
+    ]
+    assert (loss.last, loss.last_t) == (0.5, 510.0)
+
+
+def test_a_burst_never_writes_before_what_a_series_already_has() -> None:
+    store = Store()
+    store.apply_record("r", "h", LogRecord(line=1, metrics={"loss": 3.0}, timestamp=1.7e9), 100.0)
+    store.snapshot(100.0)
+    # A later burst whose log times reach back before that sample (a clock step, a restarted log) and a
+    # garbled date far in the past: written at the series' newest time, never earlier.
+    store.apply_record("r", "h", LogRecord(line=2, metrics={"loss": 2.0}, timestamp=1.0), 200.0)
+    store.apply_record("r", "h", LogRecord(line=3, metrics={"loss": 1.0}, timestamp=1.7e9 + 50), 200.0)
+    loss = store.snapshot(201.0).runs["r"].metric("loss")
+    assert loss is not None
+    assert [(p.t, p.last) for p in loss.history.points("loss").points] == [
+        (100.0, 3.0),
+        (100.0, 2.0),
+        (200.0, 1.0),
+    ]
+
+
 def test_keras_style_one_based_epochs_and_batches() -> None:
     store = Store()
     store.apply_record("k", "h", LogRecord(line=1, epoch=1, total_epochs=3), 0.0)

@@ -334,8 +334,11 @@ class _Host:
         return self.cached
 
 
-#: Progress lines that arrive (no log timestamps) within this long of each other count as one observation.
+#: Progress lines that arrive (no log timestamps) within this long of each other count as one observation;
+#: metric values that arrive within it are placed together (see _place_burst).
 ARRIVAL_MERGE_S = 1.0
+#: How far back a burst's log timestamps may place a metric value (a garbled date must not go to 1970).
+MAX_BACKFILL_S = 24 * 3600.0
 
 
 class _Rank:
@@ -509,6 +512,8 @@ def _rank_order(rank: int | None) -> int:
 
 class _Run:
     __slots__ = (
+        "burst",
+        "burst_since",
         "cached",
         "cached_stamp",
         "events",
@@ -533,6 +538,9 @@ class _Run:
         self.events_cache: tuple[tuple[EventEntry, ...], int] = ((), 0)
         self.last_line_t: float | None = None
         self.log_status: Mapping[str, LogStatus] = _NO_LOG_STATUS
+        # Metric values that arrived together, not yet in their series: (metric, value, log time, arrival).
+        self.burst: list[tuple[_Metric, float, float | None, float]] = []
+        self.burst_since: float | None = None
         self.stamp = 0
         self.cached: RunSnapshot | None = None
         self.cached_stamp = -1
@@ -573,6 +581,34 @@ def _run_eta(ranks: Sequence[RankSnapshot]) -> Eta:
     return UNKNOWN_ETA if behind is None else behind.eta()
 
 
+def _place_burst(entry: _Run) -> None:
+    """Write a run's burst of metric values into their series, each at its own time.
+
+    Values are kept on the arrival clock. Lines that arrive together - the tail replayed on connect, a host
+    that caught up - would all land on one instant and draw a vertical smear; when the lines carry log
+    timestamps, the span they were printed over is known, so each value goes where it belongs relative to
+    the newest line of its rank, which stays at its arrival time. A series never goes back in time: a value
+    that would land before its series' newest sample is written at that sample's time.
+    """
+    burst, entry.burst, entry.burst_since = entry.burst, [], None
+    # Per rank: the newest log time and when it arrived, the anchor of that rank's lines.
+    anchors: dict[int | None, tuple[float, float]] = {}
+    for metric, _, timestamp, arrived in burst:
+        if timestamp is not None:
+            anchor = anchors.get(metric.rank)
+            if anchor is None or timestamp >= anchor[0]:
+                anchors[metric.rank] = (timestamp, arrived)
+    for metric, value, timestamp, arrived in burst:
+        t = arrived
+        anchor = anchors.get(metric.rank) if timestamp is not None else None
+        if anchor is not None and timestamp is not None:
+            t = min(arrived, anchor[1] - min(anchor[0] - timestamp, MAX_BACKFILL_S))
+        newest = metric.series.newest_t
+        if newest is not None and t < newest:
+            t = newest
+        metric.series.append(t, (value,))
+
+
 class Store:
     """Everything trainmon knows about hosts, GPUs, processes and runs, with bounded memory."""
 
@@ -600,6 +636,8 @@ class Store:
         self._progress_history = progress_history
         self._hosts: dict[str, _Host] = {}
         self._runs: dict[str, _Run] = {}
+        # Runs holding metric values that arrived together, written at the next snapshot or later arrival.
+        self._bursting: list[_Run] = []
         self._log_book = LogBook(lines_per_file=log_lines_per_file, files_per_run=log_files_per_run)
         self._version = 0
         self._last_snapshot: StoreSnapshot | None = None
@@ -727,7 +765,9 @@ class Store:
 
     def apply_record(self, run: str, host: str, record: LogRecord, now: float) -> None:
         """One log line's progress and metrics. Metric history is kept on arrival time, the clock of the GPU
-        charts; progress observations use the log's own timestamps when it prints them."""
+        charts (values that arrive in one burst are spread over the span their log timestamps cover, and
+        reach their series at the next snapshot); progress observations use the log's own timestamps when
+        it prints them."""
         entry = self._run(run)
         stamp = self._bump()
         rank = entry.ranks.get(record.rank)
@@ -738,6 +778,16 @@ class Store:
         rank.host = host
         rank.update(record, now)
         rank.stamp = stamp
+        if record.metrics:
+            since = entry.burst_since
+            if since is None:
+                entry.burst_since = now
+                self._bursting.append(entry)
+            elif now - since >= ARRIVAL_MERGE_S:
+                _place_burst(entry)
+                entry.burst_since = now
+                self._bursting.append(entry)
+        timestamp = record.timestamp
         for name, value in record.metrics.items():
             key = (record.rank, name)
             metric = entry.metrics.get(key)
@@ -745,7 +795,7 @@ class Store:
                 series = TieredSeries((name,), typecode="d", layout=self._metric_layout)
                 metric = _Metric(record.rank, name, series)
                 entry.metrics[key] = metric
-            metric.series.append(now, (value,))
+            entry.burst.append((metric, value, timestamp, now))
             metric.last = value
             metric.last_t = now
             metric.stamp = stamp
@@ -803,14 +853,23 @@ class Store:
                 )
                 self._last_snapshot = previous
             return previous
+        self._place_bursts()
         hosts = MappingProxyType({name: host.snapshot() for name, host in self._hosts.items()})
         runs = MappingProxyType({name: run.snapshot() for name, run in self._runs.items()})
         snapshot = StoreSnapshot(self._version, now, hosts, runs, self._log_book.views())
         self._last_snapshot = snapshot
         return snapshot
 
+    def _place_bursts(self) -> None:
+        """Write the metric values still held as a burst into their series (every reader comes here)."""
+        bursting, self._bursting = self._bursting, []
+        for entry in bursting:
+            if entry.burst_since is not None:
+                _place_burst(entry)
+
     def history_nbytes(self) -> int:
         """Bytes held in the history buffers of every series (for benchmarks and sizing)."""
+        self._place_bursts()
         total = 0
         for host in self._hosts.values():
             total += sum(gpu.series.nbytes() for gpu in host.gpus.values())
