@@ -167,6 +167,9 @@ class _EventState:
     text: str
     line: int
     path: str | None
+    # Raised at least once: an event the rank had already got past when first seen is still raised once,
+    # so it is listed as resolved rather than never mentioned.
+    raised: bool = False
 
 
 @dataclass(slots=True)
@@ -837,10 +840,11 @@ class HealthMonitor:
         for key, state in list(self._events.items()):
             if state.run != run.name:
                 continue
-            if self._advanced_after(run.name, state.rank, state.last_t, ranks):
+            if state.raised and self._advanced_after(run.name, state.rank, state.last_t, ranks):
                 # The rank went on after it: a caught error, a skipped step, a restart. Not failing now.
                 del self._events[key]
                 continue
+            state.raised = True
             where = _where(state.host, state.rank)
             times = f" ({state.count} times)" if state.count > 1 else ""
             found.append(
