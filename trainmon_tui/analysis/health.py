@@ -128,6 +128,8 @@ class _Finding:
     log_path: str | None = None
     log_line: int | None = None
     severity: Severity | None = None
+    # Already over when found (an event its rank got past before anyone looked): listed as resolved.
+    over: bool = False
 
 
 @dataclass(slots=True)
@@ -318,12 +320,15 @@ class HealthMonitor:
 
     def _settle(self, findings: Iterable[_Finding], now: float) -> tuple[Alert, ...]:
         current: dict[str, Alert] = {}
+        over: dict[str, Alert] = {}
         for finding in findings:
             if finding.key in current or not self.settings_for(finding.run).enabled(finding.kind):
                 continue
             previous = self._active.get(finding.key)
+            if finding.over and previous is not None:
+                continue  # active until now: resolved below like any other alert that cleared
             severity = finding.severity or DEFAULT_SEVERITY[finding.kind]
-            current[finding.key] = Alert(
+            (over if finding.over else current)[finding.key] = Alert(
                 key=finding.key,
                 severity=severity,
                 kind=finding.kind.value,
@@ -337,10 +342,13 @@ class HealthMonitor:
                 log_path=None if finding.log_path is None else clean_remote_text(finding.log_path),
                 log_line=finding.log_line,
             )
-            self._resolved.pop(finding.key, None)
+            if not finding.over:
+                self._resolved.pop(finding.key, None)
         for key, alert in self._active.items():
             if key not in current:
                 self._resolved[key] = replace(alert, resolved_at=now)
+        for key, alert in over.items():
+            self._resolved[key] = replace(alert, resolved_at=now)
         self._active = current
         self._resolved = {
             key: alert
@@ -840,10 +848,12 @@ class HealthMonitor:
         for key, state in list(self._events.items()):
             if state.run != run.name:
                 continue
-            if state.raised and self._advanced_after(run.name, state.rank, state.last_t, ranks):
+            over = self._advanced_after(run.name, state.rank, state.last_t, ranks)
+            if over:
                 # The rank went on after it: a caught error, a skipped step, a restart. Not failing now.
                 del self._events[key]
-                continue
+                if state.raised:
+                    continue
             state.raised = True
             where = _where(state.host, state.rank)
             times = f" ({state.count} times)" if state.count > 1 else ""
@@ -859,6 +869,7 @@ class HealthMonitor:
                     evidence=(state.text,),
                     log_path=state.path,
                     log_line=state.line,
+                    over=over,
                 )
             )
         return found
