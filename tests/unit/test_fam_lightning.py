@@ -35,7 +35,8 @@ def test_last_epoch_bar_with_slash_keys() -> None:
     line = physical_lines("lightning/lightning2_bar_slash_metric_keys.txt")[0]
     hit = LightningFamily().parse(line)
     assert hit is not None
-    assert (hit.epoch, hit.batch, hit.batches_per_epoch) == (9.0, 195, 195)
+    # "Epoch 9" is Lightning's 0-based index: the tenth epoch.
+    assert (hit.epoch, hit.batch, hit.batches_per_epoch) == (10.0, 195, 195)
     assert hit.metrics == {"loss": 3.86, "train_entropy": 0.591, "train_loss_epoch": 3.95}
     assert hit.step is None and hit.total_epochs is None
 
@@ -45,7 +46,7 @@ def test_notebook_bar_without_glyphs_keeps_both_losses() -> None:
     assert detected == "lightning"
     assert len(records) == 14
     last = records[-1]
-    assert (last.line, last.epoch, last.batch, last.batches_per_epoch) == (14, 0.0, 1664, 1702)
+    assert (last.line, last.epoch, last.batch, last.batches_per_epoch) == (14, 1.0, 1664, 1702)
     assert last.metrics == {"loss": 0.158, "train_loss": 0.149}
 
 
@@ -53,11 +54,27 @@ def test_bar_overwritten_by_checkpoint_message() -> None:
     records, _, detected = parse_fixture("lightning/lightning_bar_overwritten_by_checkpoint_msg.txt")
     assert detected == "lightning"
     bar, checkpoint = records
-    assert (bar.epoch, bar.batch, bar.batches_per_epoch, bar.metrics) == (1.0, 996, 997, {"loss": 0.655})
+    # Lightning 0.8 numbered this bar from 1, which nothing before the checkpoint message shows: one high.
+    assert (bar.epoch, bar.batch, bar.batches_per_epoch, bar.metrics) == (2.0, 996, 997, {"loss": 0.655})
     # The checkpoint counts epochs from 0 where this bar counted from 1: only its metric is taken.
     assert checkpoint.line == 2
     assert checkpoint.metrics == {"val_loss": 0.67374}
     assert checkpoint.epoch is None and checkpoint.batch is None
+
+
+def test_pre_1_0_checkpoint_message_makes_later_bars_read_as_printed() -> None:
+    bar_line, checkpoint_line = physical_lines("lightning/lightning_bar_overwritten_by_checkpoint_msg.txt")
+    records, _, _ = parse_lines([bar_line, checkpoint_line, bar_line])
+    assert [(r.line, r.epoch, r.batch) for r in records] == [(1, 2.0, 996), (2, None, None), (3, 1.0, 996)]
+
+
+def test_checkpoint_message_of_lightning_1_x_keeps_the_shift() -> None:
+    family = LightningFamily()
+    family.parse(
+        "Epoch 3, global step 400: 'val_loss' reached 0.31000 (best 0.31000), saving model to /c.ckpt"
+    )
+    hit = family.parse("Epoch 4:  10%|█         | 10/100 [00:01<00:09,  9.1it/s, loss=1.5]")
+    assert hit is not None and hit.epoch == 5.0
 
 
 def test_checkpoint_message_with_global_step() -> None:
@@ -71,7 +88,8 @@ def test_rich_progress_bar() -> None:
     line = physical_lines("lightning/lightning_rich_progressbar_line_from_issue_title.txt")[0]
     hit = LightningFamily().parse(line)
     assert hit is not None
-    assert (hit.epoch, hit.total_epochs, hit.batch, hit.batches_per_epoch) == (0.0, 1, 2, 2)
+    # "Epoch 0/0": the first (and last) epoch of one.
+    assert (hit.epoch, hit.total_epochs, hit.batch, hit.batches_per_epoch) == (1.0, 1, 2, 2)
     assert hit.metrics == {"pixel_auroc": 0.0, "pixel_f1_score": 0.0}
 
 
@@ -79,7 +97,7 @@ def test_truncated_bar_line_and_init_bars() -> None:
     records, _, _ = parse_fixture("lightning/lightning_tqdm_file_lines_v_num_loss_truncated_line.txt")
     by_line = {r.line: r for r in records}
     # Line 5 was cut mid-bracket: the counts before the cut are still read.
-    assert (by_line[5].epoch, by_line[5].batch, by_line[5].batches_per_epoch) == (0.0, 6, 18)
+    assert (by_line[5].epoch, by_line[5].batch, by_line[5].batches_per_epoch) == (1.0, 6, 18)
     assert by_line[5].metrics == {}
     assert 6 not in by_line  # "Training: 0it [00:00, ?it/s]": no total, nothing to report
     assert (by_line[18].batch, by_line[18].metrics) == (5, {"loss": 9.847})
@@ -89,7 +107,7 @@ def test_startup_summary_then_fit_stopped() -> None:
     records, _, detected = parse_fixture("lightning/lightning_startup_summary_bar_fit_stopped_max_epochs.txt")
     assert detected == "lightning"
     bar = next(r for r in records if r.line == 18)
-    assert (bar.epoch, bar.batch, bar.batches_per_epoch, bar.metrics) == (0.0, 100, 100, {"loss": 0.0663})
+    assert (bar.epoch, bar.batch, bar.batches_per_epoch, bar.metrics) == (1.0, 100, 100, {"loss": 0.0663})
     # "`Trainer.fit` stopped: `max_epochs=1` reached." tells the total.
     assert [(r.line, r.total_epochs) for r in records if r.line == 20] == [(20, 1)]
 
@@ -100,7 +118,7 @@ def test_nemo_bar_fused_with_nccl_timeout() -> None:
     )
     assert detected == "lightning"
     (bar,) = records
-    assert (bar.line, bar.epoch, bar.batch, bar.batches_per_epoch, bar.step) == (2, 0.0, 32040, 500150, 32000)
+    assert (bar.line, bar.epoch, bar.batch, bar.batches_per_epoch, bar.step) == (2, 1.0, 32040, 500150, 32000)
     assert bar.metrics == {"loss": 2.6, "reduced_train_loss": 2.59, "consumed_samples": 25600000.0}
     assert 2 in {event.line for event in events}
 

@@ -110,7 +110,8 @@ def test_the_benchmark_mix_reads_the_same_in_blocks() -> None:
 
 
 def test_the_shape_cache_changes_nothing() -> None:
-    """The cache decides gates and event phrases from a line's digit-masked shape; without it, the same."""
+    """The cache decides gates, event phrases, prefixes and the families' per-shape readers from a line's
+    digit-masked shape; without it (every family reading with ``parse``), the same."""
     lines = list(_benchmark_module().mixed_lines(3000))
     uncached = LogParser()
     uncached._max_shape_chars = -1
@@ -169,4 +170,51 @@ def test_the_shape_cache_stays_bounded() -> None:
         parser.feed("".join(chr(ord("a") + int(digit)) for digit in str(number)) + " step:1 train_loss:2.5")
     assert 0 < len(parser._shapes) <= 2048
     records, _ = parser.feed("step:7/10 train_loss:2.5")
+    assert records[0].step == 7
+
+
+def test_lines_of_one_shape_read_their_own_prefix_values() -> None:
+    """feed_block decides the prefixes once per line shape; the rank and time come from each line."""
+    lines = [
+        "[rank3]: step:10/100 train_loss:2.5",
+        "[rank7]: step:11/100 train_loss:2.4",
+        "2023-03-22 10:11:12 step:12/100 train_loss:2.3",
+        "2023-03-22 10:11:19 step:13/100 train_loss:2.2",
+        "2023-13-45 10:11:19 step:14/100 train_loss:2.1",  # the same shape, but no real date
+        "[2025-04-13 23:41:12] [rank1]: step:15/100 train_loss:2.0",
+        "[2025-04-13 23:41:13] [rank2]: step:16/100 train_loss:1.9",
+    ]
+    records, _ = LogParser().feed_block(lines)
+    march_22 = 1679443200.0
+    april_13 = 1744502400.0
+    assert [(r.rank, r.step, r.timestamp) for r in records] == [
+        (3, 10, None),
+        (7, 11, None),
+        (None, 12, march_22 + 10 * 3600 + 11 * 60 + 12),
+        (None, 13, march_22 + 10 * 3600 + 11 * 60 + 19),
+        (None, 14, None),
+        (1, 15, april_13 + 23 * 3600 + 41 * 60 + 12),
+        (2, 16, april_13 + 23 * 3600 + 41 * 60 + 13),
+    ]
+    assert _comparable(_in_blocks(lines, [3])) == _comparable(_line_by_line(lines))
+
+
+def test_a_prefix_with_nothing_after_it_still_names_its_rank() -> None:
+    lines = ["[rank5]:", "[rank6]:   ", "", "[rank7]: step:3/10 train_loss:2.5"]
+    parser = LogParser()
+    records, _ = parser.feed_block(lines)
+    assert parser.ranks == {5, 6, 7}
+    assert [(r.rank, r.step) for r in records] == [(7, 3)]
+    assert _comparable(_in_blocks(lines, [1])) == _comparable(_line_by_line(lines))
+
+
+def test_the_line_plan_cache_stays_bounded() -> None:
+    parser = LogParser()
+    lines = [
+        "".join(chr(ord("a") + int(digit)) for digit in str(number)) + " step:1 train_loss:2.5"
+        for number in range(5000)
+    ]
+    parser.feed_block(lines)
+    assert 0 < len(parser._line_plans) <= 2048
+    records, _ = parser.feed_block(["step:7/10 train_loss:2.5"])
     assert records[0].step == 7

@@ -105,26 +105,26 @@ CASES = [
     Case(
         "lightning/lightning2_bar_slash_metric_keys.txt",
         "lightning",
-        {"line": 1, "epoch": 9.0, "batch": 195, "batches_per_epoch": 195},
+        {"line": 1, "epoch": 10.0, "batch": 195, "batches_per_epoch": 195},
         (1, "loss", 3.86),
     ),
     Case(
         "lightning/lightning_bar_overwritten_by_checkpoint_msg.txt",
         "lightning",
-        {"line": 1, "epoch": 1.0, "batch": 996, "batches_per_epoch": 997},
+        {"line": 1, "epoch": 2.0, "batch": 996, "batches_per_epoch": 997},
         (2, "val_loss", 0.67374),
     ),
     Case(
         "lightning/lightning_colab_bar_no_blocks_train_loss.txt",
         "lightning",
-        {"line": 14, "epoch": 0.0, "batch": 1664, "batches_per_epoch": 1702},
+        {"line": 14, "epoch": 1.0, "batch": 1664, "batches_per_epoch": 1702},
         (14, "train_loss", 0.149),
         records=14,
     ),
     Case(
         "lightning/lightning_rich_progressbar_line_from_issue_title.txt",
         "lightning",
-        {"line": 1, "epoch": 0.0, "total_epochs": 1, "batch": 2, "batches_per_epoch": 2},
+        {"line": 1, "epoch": 1.0, "total_epochs": 1, "batch": 2, "batches_per_epoch": 2},
         (1, "pixel_auroc", 0.0),
     ),
     Case(
@@ -136,13 +136,13 @@ CASES = [
     Case(
         "lightning/lightning_tqdm_file_lines_v_num_loss_truncated_line.txt",
         "lightning",
-        {"line": 18, "epoch": 0.0, "batch": 5, "batches_per_epoch": 18},
+        {"line": 18, "epoch": 1.0, "batch": 5, "batches_per_epoch": 18},
         (18, "loss", 9.847),
     ),
     Case(
         "errors/nccl_watchdog_timeout_fused_with_nemo_lightning_bar.txt",
         "lightning",
-        {"line": 2, "step": 32000, "epoch": 0.0, "batch": 32040, "batches_per_epoch": 500150},
+        {"line": 2, "step": 32000, "epoch": 1.0, "batch": 32040, "batches_per_epoch": 500150},
         (2, "reduced_train_loss", 2.59),
     ),
     # Keras

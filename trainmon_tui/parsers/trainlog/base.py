@@ -7,13 +7,15 @@ instantiated once per log file, so a family may keep state across lines (a Keras
 followed by its bar, an Ultralytics column header followed by value rows).
 
 Speed matters (the engine must read >= 250k lines/s): ``gate`` lets the engine skip a family with a cheap
-substring test before any regex runs.
+substring test before any regex runs, and a family may offer ``for_shape`` (:class:`ShapeAwareFamily`) to
+be read, for every line of one shape, by a cheaper function than ``parse``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -55,6 +57,22 @@ class LineFamily(Protocol):
 
     def parse(self, text: str) -> Hit | None:
         """Read one cleaned line; None when the line is not this family's."""
+        ...
+
+
+class ShapeAwareFamily(LineFamily, Protocol):
+    """A family that can tell, from one line, a cheaper way to read every line of the same *shape* (the line
+    with every ASCII digit masked: lines that differ only in their numbers). The engine calls ``for_shape``
+    once per shape whose gate the family passes, and then calls what it returned instead of ``parse``.
+
+    This holds only where no decision of ``parse`` depends on which digits a line holds: its patterns match
+    ``\\d``, never a particular digit, and what a value decides (a placeholder value, a NaN) is still decided
+    per line by the reader. A family's state (a header read earlier) is read by the reader as it is then.
+    """
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A function giving exactly what ``parse`` gives (state changes included) for every line of
+        ``text``'s shape; ``parse`` itself when there is nothing to save."""
         ...
 
 
@@ -142,3 +160,38 @@ def canonical_metric_name(raw: str) -> str:
     if len(_name_cache) < 4096:
         _name_cache[raw] = name
     return name
+
+
+#: (start, end) of a piece of a line, or None where the piece is absent.
+Span = tuple[int, int]
+
+
+def group_span(match: re.Match[str], group: int | str) -> Span | None:
+    """Where ``group`` of ``match`` is, None when it took no part: a line of the same shape (its digits
+    masked) has it at the same place when the pattern tells no digit from another."""
+    start, end = match.span(group)
+    return None if start < 0 else (start, end)
+
+
+def group_spans(match: re.Match[str], groups: range | tuple[int, ...]) -> tuple[Span | None, ...]:
+    """:func:`group_span` of each of ``groups``."""
+    return tuple(group_span(match, group) for group in groups)
+
+
+def texts_at(text: str, spans: tuple[Span | None, ...]) -> tuple[str | None, ...]:
+    """The pieces of ``text`` at ``spans`` (see :func:`group_spans`), as ``match.groups()`` gives them."""
+    return tuple(None if span is None else text[span[0] : span[1]] for span in spans)
+
+
+_DIGIT_RE = re.compile(r"[0-9]")
+
+
+def has_digit(text: str) -> bool:
+    """Whether ``text`` holds an ASCII digit. A key without one reads the same on every line of a shape, so
+    a per-shape reader may name its metric once."""
+    return _DIGIT_RE.search(text) is not None
+
+
+def never_reads(text: str) -> Hit | None:
+    """The per-shape reader (see :class:`ShapeAwareFamily`) of a shape none of whose lines a family reads."""
+    return None

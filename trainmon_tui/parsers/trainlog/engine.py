@@ -21,7 +21,11 @@ Speed: ``feed_block`` reads many lines per call and tests the whole block once f
 codes. The decisions that depend only on which substrings a line holds (the families whose gate it passes,
 whether the event detector could report anything, whether it opens a dict) are made once per line *shape*,
 the line with every ASCII digit masked, and cached: a log's lines differ mostly in their numbers, so a log
-has a handful of shapes and a line pays one dict lookup for all of them.
+has a handful of shapes and a line pays one dict lookup for all of them. No pattern that decides a shape
+tells one digit from another, so the places of things are the shape's too: where the prefixes end and
+where their rank and timestamp are (one plan per raw line shape, the masks of a whole block computed in one
+C pass), and, for a family that offers it (``for_shape``, see ``base.ShapeAwareFamily``), a reader that
+takes each value from where the shape has it instead of parsing the line again.
 
 Memory stays constant whatever the length of the log: only counters, a few held lines, a bounded shape cache
 and the families' own small state are kept. The reader must split lines on ``\\n`` only
@@ -36,7 +40,7 @@ from dataclasses import fields
 from datetime import date
 
 from trainmon_tui.model import LogEvent, LogRecord
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily
+from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, Span, group_span
 from trainmon_tui.parsers.trainlog.events import GATE_PHRASES as EVENT_GATE_PHRASES
 from trainmon_tui.parsers.trainlog.events import EventDetector, could_report
 from trainmon_tui.parsers.trainlog.fam_generic import MetricPatterns
@@ -105,6 +109,89 @@ def _utc_seconds(
         digits = offset[1:].replace(":", "")
         seconds += sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     return seconds
+
+
+# Where a timestamp's parts are in a line: the date (YYYY-MM-DD), hour, minute, second, and the fraction and
+# UTC offset when printed, as (start, end) spans.
+_StampSpans = tuple[Span, Span, Span, Span, Span | None, Span | None]
+
+
+def _prefix_spans(text: str) -> tuple[int, Span | None, _StampSpans | None]:
+    """Read the prefixes at the start of a piece (see the module docstring): where the text after them starts,
+    and where the rank and the timestamp they give are (the last prefix that gives one wins).
+
+    Positions only, so the answer is the same for every line of the same shape (the line with its digits
+    masked): no pattern here tells one digit from another. :meth:`LogParser._strip_prefixes` reads the values.
+    """
+    start = 0
+    rank: Span | None = None
+    stamp: _StampSpans | None = None
+    quoted = False
+    for _ in range(_MAX_PREFIXES):
+        at = start
+        first = text[at : at + 1]
+        if first in {" ", "\t"}:
+            at = len(text) - len(text[at:].lstrip())
+            first = text[at : at + 1]
+        if first == "[":
+            match = _BRACKET_PREFIX_RE.match(text, at)
+            if match is None:
+                break
+            kind = match.lastgroup
+            if kind in _RANK_GROUPS:
+                rank = match.span(kind)
+            elif kind in _DATE_GROUPS:
+                stamp = (
+                    (match.start("y"), match.end("d")),
+                    match.span("h"),
+                    match.span("mi"),
+                    match.span("s"),
+                    group_span(match, "f"),
+                    None,
+                )
+        elif first in _DIGITS:
+            # Most lines that start with a digit are counts ("6072/6072 [===", "  1/Unknown"), not dates: look
+            # at where a date's "-" or "/" would be before running the regex.
+            if text[at + 4 : at + 5] != "-" and text[at + 2 : at + 3] != "/":
+                break
+            match = _DATE_PREFIX_RE.match(text, at)
+            if match is None:
+                break
+            if match.start(1) >= 0:
+                stamp = (
+                    (at, at + 10),
+                    match.span(4),
+                    match.span(5),
+                    match.span(6),
+                    group_span(match, 7),
+                    group_span(match, 8),
+                )
+        elif first == ">" and not quoted:
+            # A markdown quote of a pasted log ("> " before every line).
+            quoted = True
+            start = at + 2 if text[at + 1 : at + 2] == " " else at + 1
+            continue
+        elif first in _GLOG_LEVELS:
+            match = _GLOG_PREFIX_RE.match(text, at)
+            if match is None:
+                break
+        else:
+            break
+        start = match.end()
+    return start, rank, stamp
+
+
+def _stamp_at(text: str, spans: _StampSpans) -> float | None:
+    """The timestamp whose parts :func:`_prefix_spans` found in ``text``."""
+    day, hour, minute, second, fraction, offset = spans
+    return _utc_seconds(
+        text[day[0] : day[1]],
+        text[hour[0] : hour[1]],
+        text[minute[0] : minute[1]],
+        text[second[0] : second[1]],
+        fraction=None if fraction is None else text[fraction[0] : fraction[1]],
+        offset=None if offset is None else text[offset[0] : offset[1]],
+    )
 
 
 def _is_redraw(piece: str) -> bool:
@@ -293,6 +380,29 @@ _MAX_SHAPES = 2048
 _MAX_SHAPE_BYTES = 1 << 18
 
 
+class _LinePlan:
+    """How :meth:`LogParser.feed_block` reads a plain physical line (no ``\\r``, no terminal codes) of one
+    shape, decided once per raw line shape: where its text starts after the prefixes, where the rank and the
+    timestamp are in them, and the text's own :class:`_Shape`. ``shape`` is None for a line that needs the
+    general path (a log line glued to a bar) or that is blank (which only ends a held dict)."""
+
+    __slots__ = ("blank", "rank_span", "shape", "stamp_spans", "start")
+
+    def __init__(
+        self,
+        start: int,
+        rank_span: Span | None,
+        stamp_spans: _StampSpans | None,
+        shape: _Shape | None,
+        blank: bool,
+    ) -> None:
+        self.start = start
+        self.rank_span = rank_span
+        self.stamp_spans = stamp_spans
+        self.shape = shape
+        self.blank = blank
+
+
 class LogParser:
     """Streaming parser for one log file: feed physical lines, get records and events as they complete.
 
@@ -323,6 +433,10 @@ class LogParser:
         self._gates = tuple(family.gate for family in instances)
         # Specific families first, so the fallbacks only see what no framework claimed.
         slots = [(family.parse, index) for index, family in enumerate(instances)]
+        # Families that can name a cheaper reader per line shape (see base.ShapeAwareFamily).
+        self._for_shape: tuple[Callable[[str], Callable[[str], Hit | None]] | None, ...] = tuple(
+            getattr(family, "for_shape", None) for family in instances
+        )
         self._slots = tuple(slot for slot in slots if not self._fallback[slot[1]]) + tuple(
             slot for slot in slots if self._fallback[slot[1]]
         )
@@ -332,6 +446,8 @@ class LogParser:
         self._max_shape_chars = _MAX_SHAPE_CHARS if digit_free else -1
         self._shapes: dict[bytes, _Shape] = {}
         self._shape_bytes = 0
+        self._line_plans: dict[bytes, _LinePlan] = {}
+        self._line_plan_bytes = 0
         self._counts = [0] * len(instances)
         # The index of the last specific family that read a line: tried first. -1 (the last slot): none yet.
         self._preferred = -1
@@ -380,16 +496,28 @@ class LogParser:
         records: list[LogRecord] = []
         events: list[LogEvent] = []
         piece = self._piece
-        text_of = self._text
+        read = self._read
+        plans = self._line_plans
+        ranks = self._ranks
         default_rank = self._default_rank
-        prefix_starts = _PREFIX_STARTS
-        glog_levels = _GLOG_LEVELS
-        digits = _DIGITS
+        max_chars = self._max_shape_chars
         line_no = self._line_no
-        # Redraws and terminal codes are rare: one test over the whole block spares three per line.
+        # Redraws and terminal codes are rare: one test over the whole block spares three per line. The shape
+        # of every line (digits masked) comes from one C pass over the block too.
         block = "\n".join(lines)
         plain = not ("\r" in block or "\x1b" in block or "\x08" in block)
-        for line in lines:
+        if not plain:
+            # The lines with redraws or terminal codes take the general path and need no shape; they may be
+            # hundreds of kilobytes of bar redraws, not worth encoding.
+            block = "\n".join(
+                ["" if ("\r" in line or "\x1b" in line or "\x08" in line) else line for line in lines]
+            )
+        keys = block.encode("utf-8", "surrogatepass").translate(_MASK_DIGITS).split(b"\n")
+        if len(keys) != len(lines):
+            # A line holding a newline of its own: no shape per line, every line takes the general path.
+            keys = [b""] * len(lines)
+            max_chars = -1
+        for line, key in zip(lines, keys, strict=True):
             line_no += 1
             self._line_no = line_no
             if not plain and ("\r" in line or "\x1b" in line or "\x08" in line):
@@ -399,25 +527,53 @@ class LogParser:
                 else:
                     piece(line, line_no, records, events)
                 continue
-            # What _piece does with a line that has no prefix and no log line glued to a bar, inlined. Most
-            # lines that start with a digit are counts ("6072/6072 [==="), which _strip_prefixes passes by.
-            first = line[:1]
-            if first in prefix_starts and (
-                (first in digits and (line[4:5] == "-" or line[2:3] == "/"))
-                or (first in glog_levels and line[1:2] in digits)
-                or (first not in digits and first not in glog_levels)
-            ):
-                piece(line, line_no, records, events)
-                continue
-            text = line.rstrip()
-            if not text:
-                if self._held is not None:
+            plan = plans.get(key)
+            if plan is None:
+                if len(line) > max_chars:
+                    piece(line, line_no, records, events)
+                    continue
+                plan = self._new_line_plan(line, key)
+            shape = plan.shape
+            if shape is None:
+                if not plan.blank:
+                    piece(line, line_no, records, events)
+                elif self._held is not None:
                     self._flush_held(records)
-            elif "][" in text:
-                piece(line, line_no, records, events)
-            else:
-                text_of(text, line, line_no, default_rank, None, False, records, events)
+                continue
+            # What _piece does with the line, with every decision that depends on its shape already made.
+            start = plan.start
+            raw = line[start:] if start else line
+            rank = default_rank
+            rank_span = plan.rank_span
+            if rank_span is not None:
+                rank = int(line[rank_span[0] : rank_span[1]])
+                if len(ranks) < _MAX_RANKS:
+                    ranks.add(rank)
+            stamp_spans = plan.stamp_spans
+            stamp = None if stamp_spans is None else _stamp_at(line, stamp_spans)
+            read(raw.rstrip(), raw, line_no, rank, stamp, start > 0, records, events, shape)
         return records, events
+
+    def _new_line_plan(self, line: str, key: bytes) -> _LinePlan:
+        """The plan for every plain line of ``line``'s shape (see :class:`_LinePlan`), cached by ``key``."""
+        start, rank_span, stamp_spans = 0, None, None
+        first = line[:1]
+        # The same test as _piece's: glog's letter counts only before a digit.
+        if first in _PREFIX_STARTS and (first not in _GLOG_LEVELS or line[1:2] in _DIGITS):
+            start, rank_span, stamp_spans = _prefix_spans(line)
+        text = line[start:].rstrip()
+        if not text or "][" in text:
+            # A blank line only ends a held dict; one with prefixes (whose rank counts) and a log line glued
+            # to a bar take the general path.
+            plan = _LinePlan(start, rank_span, stamp_spans, None, not text and not start)
+        else:
+            plan = _LinePlan(start, rank_span, stamp_spans, self._shape_of(text), False)
+        self._line_plan_bytes += len(key)
+        if self._line_plan_bytes > _MAX_SHAPE_BYTES or len(self._line_plans) >= _MAX_SHAPES:
+            self._line_plans.clear()
+            self._line_plan_bytes = len(key)
+        self._line_plans[key] = plan
+        return plan
 
     def finish(self) -> tuple[list[LogRecord], list[LogEvent]]:
         """Flush what is held at the end of the input: a wrapped dict that never closed, an open traceback."""
@@ -458,14 +614,34 @@ class LogParser:
             self._text(text[:cut], text[:cut], line_no, rank, stamp, prefixed, records, events)
             piece = text[cut:]
 
-    def _new_shape(self, text: str) -> _Shape:
+    def _new_shape(self, text: str, *, cached: bool = True) -> _Shape:
+        """The decisions for ``text``'s shape. A shape that is not ``cached`` serves one line only: its
+        families read it with ``parse``, since a per-shape reader would cost more than it saves."""
         gates = self._gates
-        slots = tuple(
-            slot for slot in self._slots if not gates[slot[1]] or any(gate in text for gate in gates[slot[1]])
-        )
-        return _Shape(slots, could_report(text), _unclosed_dict_at(text) >= 0, len(self._counts))
+        slots: list[_Slot] = []
+        for parse, index in self._slots:
+            if gates[index] and not any(gate in text for gate in gates[index]):
+                continue
+            reader_for = self._for_shape[index]
+            slots.append((parse if reader_for is None or not cached else reader_for(text), index))
+        return _Shape(tuple(slots), could_report(text), _unclosed_dict_at(text) >= 0, len(self._counts))
 
-    def _text(  # noqa: PLR0917 - the hot path: positional arguments are the cheapest call
+    def _shape_of(self, text: str) -> _Shape:
+        """The decisions that depend only on the shape of a cleaned line, cached per shape."""
+        if len(text) > self._max_shape_chars:
+            return self._new_shape(text, cached=False)
+        key = text.encode("utf-8", "surrogatepass").translate(_MASK_DIGITS)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._new_shape(text)
+            self._shape_bytes += len(key)
+            if self._shape_bytes > _MAX_SHAPE_BYTES or len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()
+                self._shape_bytes = len(key)
+            self._shapes[key] = shape
+        return shape
+
+    def _text(  # noqa: PLR0917 - positional arguments are the cheapest call
         self,
         text: str,
         raw: str,
@@ -476,22 +652,26 @@ class LogParser:
         records: list[LogRecord],
         events: list[LogEvent] | None,
     ) -> None:
-        """Read one cleaned line: events, a dict wrapped over lines, then the families and the record.
+        """Read one cleaned line (see :meth:`_read`)."""
+        self._read(text, raw, line, rank, stamp, prefixed, records, events, self._shape_of(text))
+
+    def _read(  # noqa: PLR0917 - the hot path: positional arguments are the cheapest call
+        self,
+        text: str,
+        raw: str,
+        line: int,
+        rank: int | None,
+        stamp: float | None,
+        prefixed: bool,
+        records: list[LogRecord],
+        events: list[LogEvent] | None,
+        shape: _Shape,
+    ) -> None:
+        """Read one cleaned line of a known shape: events, a dict wrapped over lines, then the families and
+        the record.
 
         ``events`` is None when re-reading a wrapped dict joined from lines whose events were already read.
         """
-        if len(text) <= self._max_shape_chars:
-            key = text.encode("utf-8", "surrogatepass").translate(_MASK_DIGITS)
-            shape = self._shapes.get(key)
-            if shape is None:
-                shape = self._new_shape(text)
-                self._shape_bytes += len(key)
-                if self._shape_bytes > _MAX_SHAPE_BYTES or len(self._shapes) >= _MAX_SHAPES:
-                    self._shapes.clear()
-                    self._shape_bytes = len(key)
-                self._shapes[key] = shape
-        else:
-            shape = self._new_shape(text)
         if events is not None:
             # The detector passes by a line that could report nothing, unless a traceback is open.
             if shape.maybe_event or self._open_tracebacks:
@@ -506,7 +686,9 @@ class LogParser:
         # The families whose gate the line passes, the preferred one (the last specific family that read a
         # line) first, then the others in registry order; the first that reads the line wins.
         preferred = self._preferred
-        order = shape.by_preferred[preferred] or shape.order(preferred)
+        order = shape.by_preferred[preferred]
+        if order is None:
+            order = shape.order(preferred)
         hit: Hit | None = None
         matched = -1
         for parse, index in order:
@@ -598,55 +780,10 @@ class LogParser:
 
     def _strip_prefixes(self, text: str) -> tuple[str, int | None, float | None]:
         """Remove the prefixes at the start of a piece; returns the rest, the rank and the timestamp found."""
-        rank: int | None = None
-        stamp: float | None = None
-        quoted = False
-        for _ in range(_MAX_PREFIXES):
-            candidate = text
-            first = candidate[:1]
-            if first in {" ", "\t"}:
-                candidate = candidate.lstrip()
-                first = candidate[:1]
-            if first == "[":
-                match = _BRACKET_PREFIX_RE.match(candidate)
-                if match is None:
-                    break
-                kind = match.lastgroup
-                if kind in _RANK_GROUPS:
-                    rank = int(match[kind])
-                elif kind in _DATE_GROUPS:
-                    stamp = _utc_seconds(
-                        candidate[match.start("y") : match.end("d")],
-                        match["h"],
-                        match["mi"],
-                        match["s"],
-                        fraction=match["f"],
-                    )
-            elif first in _DIGITS:
-                # Most lines that start with a digit are counts ("6072/6072 [===", "  1/Unknown"), not dates:
-                # look at where a date's "-" or "/" would be before running the regex.
-                if candidate[4:5] != "-" and candidate[2:3] != "/":
-                    break
-                match = _DATE_PREFIX_RE.match(candidate)
-                if match is None:
-                    break
-                if match[1] is not None:
-                    stamp = _utc_seconds(
-                        candidate[0:10], match[4], match[5], match[6], fraction=match[7], offset=match[8]
-                    )
-            elif first == ">" and not quoted:
-                # A markdown quote of a pasted log ("> " before every line).
-                quoted = True
-                text = candidate[2:] if candidate[1:2] == " " else candidate[1:]
-                continue
-            elif first in _GLOG_LEVELS:
-                match = _GLOG_PREFIX_RE.match(candidate)
-                if match is None:
-                    break
-            else:
-                break
-            text = candidate[match.end() :]
-        return text, rank, stamp
+        start, rank_span, stamp_spans = _prefix_spans(text)
+        rank = None if rank_span is None else int(text[rank_span[0] : rank_span[1]])
+        stamp = None if stamp_spans is None else _stamp_at(text, stamp_spans)
+        return (text[start:] if start else text), rank, stamp
 
 
 _RANK_IN_NAME_RE = re.compile(r"(?<![a-z])rank[_-]?(\d{1,6})(?!\d)", re.IGNORECASE)

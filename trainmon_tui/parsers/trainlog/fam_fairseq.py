@@ -24,9 +24,21 @@ from __future__ import annotations
 import calendar
 import json
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
+from trainmon_tui.parsers.trainlog.base import (
+    Hit,
+    LineFamily,
+    Span,
+    canonical_metric_name,
+    group_spans,
+    never_reads,
+    parse_number,
+    texts_at,
+)
+from trainmon_tui.parsers.trainlog.fam_tqdm import PairSpans, pair_spans, split_starts
 
 _PREFIX_RE = re.compile(
     r"\s*\[?(?:(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:,(\d{1,6}))?\]?\s*)?"
@@ -101,6 +113,20 @@ class FairseqFamily:
             hit.timestamp = _stamp_seconds(prefix.groups()[:7])
         return hit
 
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked) that is a ``train_inner`` progress
+        line: its stamp, counters and ``key=value`` pairs sit at the same places on all of them (see parse).
+        Summaries, JSON records and overflow notes are read by parse."""
+        prefix = _PREFIX_RE.match(text)
+        if prefix is None:
+            return never_reads
+        inner = _INNER_RE.match(text, prefix.end())
+        if inner is None:
+            return self.parse
+        pairs, starts = split_starts(text, inner.start(4), ",")
+        spans = pair_spans(pairs, starts, "=")
+        return partial(_read_inner, spans, group_spans(prefix, range(1, 8)), group_spans(inner, range(1, 4)))
+
     @staticmethod
     def _parse_progress(body: str) -> Hit | None:
         inner = _INNER_RE.match(body)
@@ -165,6 +191,31 @@ class FairseqFamily:
         number = _number(value)
         if number is not None:
             hit.metrics[_subset_name(key, subset)] = number
+
+
+def _read_inner(
+    spans: PairSpans, stamp: tuple[Span | None, ...], counters: tuple[Span | None, ...], text: str
+) -> Hit | None:
+    """What FairseqFamily.parse reads from a ``train_inner`` line of the shape the spans were found in."""
+    epoch, batch, total = texts_at(text, counters)
+    assert epoch is not None and batch is not None and total is not None  # the groups are not optional
+    hit = Hit(epoch=float(epoch), batch=int(batch), batches_per_epoch=int(total))
+    metrics = hit.metrics
+    for key_at, key_end, value_at, value_end, fixed in spans:
+        # fixed: a key without a digit and its name (canonical_metric_name's, as parse names training keys).
+        key, name = (text[key_at:key_end], "") if fixed is None else fixed
+        if key == _STEP_KEY:
+            step = _number(text[value_at:value_end])
+            if step is not None and step.is_integer():
+                hit.step = int(step)
+            continue
+        number = _number(text[value_at:value_end])
+        if number is not None:
+            metrics[name or canonical_metric_name(key)] = number
+    if not metrics:
+        return None
+    hit.timestamp = _stamp_seconds(texts_at(text, stamp))
+    return hit
 
 
 def _json_number(raw: object) -> float | None:

@@ -24,7 +24,7 @@ printed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import Hit, canonical_metric_name
@@ -118,6 +118,19 @@ class GenericFamily:
             self._block_epoch = None if hit is None else hit.epoch
             return hit or Hit()
         return hit
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """What to call for every line of ``text``'s shape (its digits masked): ``parse``, or for a line that
+        names no progress and opens no block, only the check for an open block's line, which is all that
+        ``parse`` can find in it. No test here tells one digit from another, so the answer holds for the
+        whole shape."""
+        low = text.lower()
+        if "epoch" in low or "iter" in low or "step" in low or "batch" in low or _opens_block(low):
+            return self.parse
+        return self._block_line_only
+
+    def _block_line_only(self, text: str) -> Hit | None:
+        return self._block_line(text) if self._block_left else None
 
     def _block_line(self, text: str) -> Hit | None:
         line = _BLOCK_LINE_RE.match(text)

@@ -15,9 +15,11 @@ loss at the last step. Values that are not numbers (``None``, lists, tensors) ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, parse_number
+from trainmon_tui.parsers.trainlog.base import Hit, has_digit, never_reads, parse_number
 from trainmon_tui.parsers.trainlog.fam_tqdm import METRIC_NAMES, last_bar, metric_name, own_name, to_int
 
 _STEP_KEYS = frozenset({"step", "global_step"})
@@ -75,6 +77,77 @@ class HfTrainerFamily:
         if not metrics and hit.epoch is None and hit.step is None:
             return None
         return hit
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): the dict's pairs and the bar's
+        counts sit at the same places on all of them (see parse); only the values are read."""
+        start = text.find("{'")
+        if start < 0:
+            return self.parse
+        before = text[:start].rstrip() if start else ""
+        if before and before[-1] != "]":
+            return never_reads
+        end = text.find("}", start)
+        body_at = start + 2
+        body = text[body_at:end] if end > 0 else text[body_at:]
+        summary = _SUMMARY_KEY in body
+        pairs: list[tuple[int, int, int, int, tuple[str, str] | None]] = []
+        at = body_at
+        for pair in body.split(", '"):
+            key, sep, _ = pair.partition("':")
+            if sep:
+                # A key without a digit is the same on every line of the shape: name it once.
+                fixed = None if has_digit(key) else (key, own_name(key) if summary else metric_name(key))
+                pairs.append((at, at + len(key), at + len(key) + len(sep), at + len(pair), fixed))
+            at += len(pair) + 3
+        bar = last_bar(before) if before else None
+        bar_at = 0
+        if bar is None and end > 0 and "%" in text[end:]:
+            bar = last_bar(text[end:])
+            bar_at = end
+        counts = None
+        if bar is not None:
+            counts = (bar.start(2) + bar_at, bar.end(2) + bar_at, bar.start(3) + bar_at, bar.end(3) + bar_at)
+        return partial(_read_dict, tuple(pairs), summary, counts)
+
+
+def _read_dict(
+    pairs: tuple[tuple[int, int, int, int, tuple[str, str] | None], ...],
+    summary: bool,
+    counts: tuple[int, int, int, int] | None,
+    text: str,
+) -> Hit | None:
+    """What HfTrainerFamily.parse reads from a line of the shape ``pairs`` and ``counts`` were found in."""
+    hit = Hit()
+    metrics = hit.metrics
+    for key_at, key_end, raw_at, raw_end, fixed in pairs:
+        key, name = (text[key_at:key_end], "") if fixed is None else fixed
+        raw = text[raw_at:raw_end]
+        try:
+            value = float(raw)
+        except ValueError:
+            parsed = parse_number(raw)
+            if parsed is None:
+                continue
+            value = parsed
+        if key == "epoch":
+            hit.epoch = value
+        elif key in _STEP_KEYS:
+            hit.step = to_int(value)
+        elif summary:
+            metrics[name or own_name(key)] = value
+        else:
+            name = name or METRIC_NAMES.get(key) or metric_name(key)
+            if name in metrics:
+                name = own_name(key)
+            metrics[name] = value
+    if counts is not None:
+        if hit.step is None:
+            hit.step = int(text[counts[0] : counts[1]])
+        hit.total_steps = int(text[counts[2] : counts[3]])
+    if not metrics and hit.epoch is None and hit.step is None:
+        return None
+    return hit
 
 
 FAMILIES = (HfTrainerFamily,)

@@ -18,10 +18,18 @@ batches per epoch unknown. The ETA and the step time are not metrics.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit
-from trainmon_tui.parsers.trainlog.fam_tqdm import read_pairs
+from trainmon_tui.parsers.trainlog.base import Hit, never_reads
+from trainmon_tui.parsers.trainlog.fam_tqdm import (
+    PairSpans,
+    pair_spans,
+    read_pair_spans,
+    read_pairs,
+    split_starts,
+)
 
 _HEADER_RE = re.compile(r"\s*Epoch (\d{1,9})/(\d{1,9})\s*$")
 # n/total, then the Keras 2 "[====>...]" or the Keras 3 "━━━" bar (absent when the total is unknown).
@@ -67,6 +75,29 @@ class KerasFamily:
             self._total_epochs = int(header[2])
             return Hit(epoch=self._epoch, total_epochs=self._total_epochs)
         return None
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): a bar line's count and pairs sit
+        at the same places on all of them (see parse); the epoch comes from the header, read as it comes."""
+        bar = _BAR_RE.match(text)
+        if bar is None:
+            # An epoch header (which parse reads into the family's state), or no Keras line at all.
+            return self.parse if _HEADER_RE.match(text) is not None else never_reads
+        items, starts = split_starts(text, bar.end(), " - ")
+        if len(items) < 2 and "/step" not in items[0]:
+            return never_reads
+        spans = pair_spans(items[1:], starts[1:], ": ")
+        total_span = None if bar[2] == "Unknown" else bar.span(2)
+        return partial(self._read_bar, spans, bar.span(1), total_span)
+
+    def _read_bar(
+        self, spans: PairSpans, batch_span: tuple[int, int], total_span: tuple[int, int] | None, text: str
+    ) -> Hit:
+        metrics: dict[str, float] = {}
+        read_pair_spans(text, spans, metrics, _NOT_METRICS)
+        total = None if total_span is None else int(text[total_span[0] : total_span[1]])
+        batch = int(text[batch_span[0] : batch_span[1]])
+        return Hit(None, None, self._epoch, self._total_epochs, batch, total, metrics)
 
 
 FAMILIES = (KerasFamily,)

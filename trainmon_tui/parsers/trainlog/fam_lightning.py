@@ -9,18 +9,34 @@ Shapes handled (one cleaned line each)::
     Epoch 00000: val_loss reached 0.67374 (best 0.67374), saving model to ../epoch=0.ckpt as top 1
     Epoch 3, global step 400: 'val_loss' reached 0.31000 (best 0.31000), saving model to ...
 
-The epoch is Lightning's own (0-based) epoch index as printed; the bar's n/total is the batch within the epoch
-(validation batches included, as Lightning counts them). The Rich bar prints ``Epoch N/MAX-1``, so its total
-epochs is the second number plus one. ``v_num`` (the logger's version) is not a metric.
+Lightning (1.0 on) prints its own 0-based epoch index, ``Epoch 0`` for the first epoch; the record's epoch
+counts from 1 (LogRecord's convention), so the printed number is read one higher. Lightning before 1.0
+numbered the bar from 1 while its ModelCheckpoint printed the 0-based index zero-padded (``Epoch 00000:``):
+once such a message is seen, later bars of the log are read as printed (bars before it cannot be told apart
+and stay one high). The bar's n/total is the batch within the epoch (validation batches included, as
+Lightning counts them). The Rich bar prints ``Epoch N/MAX-1`` (both 0-based), so its total epochs is the
+second number plus one.
+``v_num`` (the logger's version) is not a metric.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit
-from trainmon_tui.parsers.trainlog.fam_tqdm import BAR_RE, add_metric, read_pairs, read_postfix, to_number
+from trainmon_tui.parsers.trainlog.base import Hit, never_reads
+from trainmon_tui.parsers.trainlog.fam_tqdm import (
+    BAR_RE,
+    PairSpans,
+    add_metric,
+    postfix_spans,
+    read_pairs,
+    read_postfix,
+    read_postfix_spans,
+    to_number,
+)
 
 _TQDM_RE = re.compile(r"Epoch (\d{1,9}):[\s:]*" + BAR_RE.pattern)
 _RICH_RE = re.compile(
@@ -32,6 +48,8 @@ _CHECKPOINT_RE = re.compile(
     r"Epoch (\d{1,9})(?:, global step (\d{1,15}))?: '?([A-Za-z_][\w/.\-]*)'? reached (\S+?),? \(best"
 )
 _NOT_METRICS = frozenset({"v_num"})
+# Lightning before 1.0 printed the checkpoint's epoch as "{epoch:05d}".
+_PRE_1_0_EPOCH_DIGITS = 5
 
 
 def _last_match(pattern: re.Pattern[str], text: str, at: int) -> re.Match[str] | None:
@@ -53,21 +71,27 @@ class LightningFamily:
     name: ClassVar[str] = "lightning"
     gate: ClassVar[tuple[str, ...]] = ("Epoch ",)
 
+    def __init__(self) -> None:
+        # What to add to a printed bar epoch for a 1-based epoch: 1, until a pre-1.0 checkpoint message shows
+        # that this log's bars count from 1 already.
+        self._bar_epoch_shift = 1
+
     def parse(self, text: str) -> Hit | None:
         at = text.find("Epoch ")
         bar = _last_match(_TQDM_RE, text, at)
         if bar is not None:
             metrics: dict[str, float] = {}
             step = read_postfix(bar[5], metrics)
+            epoch = float(int(bar[1]) + self._bar_epoch_shift)
             # Positional: step, total_steps, epoch, total_epochs, batch, batches_per_epoch, metrics.
-            return Hit(step, None, float(bar[1]), None, int(bar[3]), int(bar[4]), metrics)
+            return Hit(step, None, epoch, None, int(bar[3]), int(bar[4]), metrics)
         rich = _RICH_RE.search(text, at)
         if rich is not None:
             metrics = {}
             # "pixel_AUROC: 0.000 v_num: 3": pairs separated by spaces, keys followed by ": ".
             read_pairs(_RICH_METRIC_RE.findall(rich[5]), ": ", metrics, _NOT_METRICS)
             return Hit(
-                epoch=float(rich[1]),
+                epoch=float(int(rich[1]) + 1),
                 total_epochs=int(rich[2]) + 1,
                 batch=int(rich[3]),
                 batches_per_epoch=int(rich[4]),
@@ -75,6 +99,9 @@ class LightningFamily:
             )
         checkpoint = _CHECKPOINT_RE.search(text, at)
         if checkpoint is not None:
+            if len(checkpoint[1]) == _PRE_1_0_EPOCH_DIGITS and checkpoint[2] is None:
+                # "Epoch 00000: val_loss reached ...": Lightning before 1.0, whose bars count from 1.
+                self._bar_epoch_shift = 0
             value = to_number(checkpoint[4])
             if value is None:
                 return None
@@ -85,6 +112,35 @@ class LightningFamily:
             global_step = checkpoint[2]
             return Hit(step=None if global_step is None else int(global_step), metrics=metrics)
         return None
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): where the last tqdm bar state sits
+        and its numbers and postfix pairs are is the same on all of them (see parse). Other lines (Rich bars,
+        checkpoint messages) are read by parse."""
+        at = text.find("Epoch ")
+        bar = _last_match(_TQDM_RE, text, at)
+        if bar is None:
+            if _RICH_RE.search(text, at) is None and _CHECKPOINT_RE.search(text, at) is None:
+                return never_reads
+            return self.parse
+        postfix_at = bar.start(5)
+        postfix = () if postfix_at < 0 else postfix_spans(bar[5], postfix_at)
+        return partial(self._read_bar, postfix, bar.span(1), bar.span(3), bar.span(4))
+
+    def _read_bar(
+        self,
+        postfix: PairSpans,
+        epoch_span: tuple[int, int],
+        batch_span: tuple[int, int],
+        total_span: tuple[int, int],
+        text: str,
+    ) -> Hit:
+        metrics: dict[str, float] = {}
+        step = read_postfix_spans(text, postfix, metrics)
+        epoch = float(int(text[epoch_span[0] : epoch_span[1]]) + self._bar_epoch_shift)
+        batch = int(text[batch_span[0] : batch_span[1]])
+        total = int(text[total_span[0] : total_span[1]])
+        return Hit(step, None, epoch, None, batch, total, metrics)
 
 
 FAMILIES = (LightningFamily,)

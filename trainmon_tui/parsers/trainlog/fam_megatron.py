@@ -19,9 +19,20 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
+from trainmon_tui.parsers.trainlog.base import (
+    Hit,
+    LineFamily,
+    Span,
+    canonical_metric_name,
+    group_spans,
+    parse_number,
+    texts_at,
+)
+from trainmon_tui.parsers.trainlog.fam_tqdm import PairSpans, pair_spans, split_starts
 
 _STAMP = r"(?:\[(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)\]\s*)?"
 _ITERATION_RE = re.compile(r"\s*" + _STAMP + r"iteration\s+(\d{1,18})\s*/\s*(\d{1,18})\s*\|(.*)")
@@ -107,6 +118,32 @@ class MegatronFamily:
         if match is not None:
             return Hit(step=int(match[7]), timestamp=_stamp_seconds(match.groups()[:6]))
         return None
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked) that is an iteration report: its
+        stamp, counters and fields sit at the same places on all of them (see parse). Validation and
+        checkpoint lines are read by parse."""
+        match = _ITERATION_RE.match(text)
+        if match is None:
+            return self.parse
+        fields, starts = split_starts(text, match.start(9), "|")
+        spans = pair_spans(fields, starts, ":")
+        return partial(_read_iteration, spans, group_spans(match, range(1, 9)))
+
+
+def _read_iteration(spans: PairSpans, groups: tuple[Span | None, ...], text: str) -> Hit:
+    """What MegatronFamily.parse reads from an iteration report of the shape the spans were found in."""
+    metrics: dict[str, float] = {}
+    for key_at, key_end, value_at, value_end, fixed in spans:
+        number = _number(text[value_at:value_end])
+        if number is not None:
+            # fixed: a key without a digit and its canonical name. canonical_metric_name strips a key, so
+            # the stripped key names the metric as parse's unstripped one does.
+            metrics[canonical_metric_name(text[key_at:key_end]) if fixed is None else fixed[1]] = number
+    values = texts_at(text, groups)
+    step, total = values[6], values[7]
+    assert step is not None and total is not None  # the groups are not optional
+    return Hit(step=int(step), total_steps=int(total), metrics=metrics, timestamp=_stamp_seconds(values[:6]))
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (MegatronFamily,)

@@ -23,9 +23,21 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
+from trainmon_tui.parsers.trainlog.base import (
+    Hit,
+    LineFamily,
+    Span,
+    canonical_metric_name,
+    group_spans,
+    has_digit,
+    never_reads,
+    parse_number,
+    texts_at,
+)
 
 _MMENGINE_RE = re.compile(
     r"(Epoch|Iter)\((\w+)\)\s*(?:\[\s*(\d{1,18})\])?\[\s*(\d{1,18})(?:\s*/\s*(\d{1,18}))?\]  (.*)"
@@ -116,6 +128,28 @@ class MmengineFamily:
         hit.timestamp = _leading_timestamp(text)
         return hit
 
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): the counters and each
+        ``key: value`` pair sit at the same places on all of them (see parse)."""
+        at = text.find("Epoch(")
+        if at < 0:
+            at = text.find("Iter(")
+        match = _MMENGINE_RE.match(text, at) if at >= 0 else None
+        if match is None:
+            return never_reads
+        if has_digit(match[2]):
+            return self.parse  # a split named with a digit names its metrics differently per line
+        pairs: list[tuple[int, int, int, int]] = []
+        pair_at = match.start(6)
+        for pair in match[6].split("  "):
+            key, sep, _ = pair.partition(": ")
+            if sep:
+                pairs.append(
+                    (pair_at, pair_at + len(key), pair_at + len(key) + len(sep), pair_at + len(pair))
+                )
+            pair_at += len(pair) + 2
+        return _progress_reader(match, match[2], pairs)
+
 
 class MmcvFamily:
     """Legacy mmcv ``Epoch [e][i/n]<TAB>key: value, ...``, ``Iter [i/n]<TAB>...`` and ``Epoch(val)`` lines."""
@@ -153,6 +187,92 @@ class MmcvFamily:
         hit = _progress_hit(match, split, metrics)
         hit.timestamp = _leading_timestamp(text)
         return hit
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): the counters and each
+        ``key: value`` pair (an ETA's ", " glued back as parse does) sit at the same places on all of them."""
+        at = text.find("Epoch")
+        if at < 0:
+            at = text.find("Iter")
+        match = _MMCV_RE.match(text, at) if at >= 0 else None
+        if match is None:
+            return never_reads
+        split = match[2] or "train"
+        if has_digit(split):
+            return self.parse  # a split named with a digit names its metrics differently per line
+        pairs: list[tuple[int, int, int, int]] = []
+        # Whether the last pair is one parse keeps (it drops one with an empty key, and what is glued to it).
+        open_pair = False
+        chunk_at = match.start(6)
+        for chunk in match[6].split(", "):
+            name, sep, _ = chunk.partition(": ")
+            if sep:
+                open_pair = bool(name)
+                if open_pair:
+                    value_at = chunk_at + len(name) + len(sep)
+                    pairs.append((chunk_at, chunk_at + len(name), value_at, chunk_at + len(chunk)))
+            elif open_pair:
+                # A piece of the previous value cut at its own ", ": the value runs on to here.
+                key_at, key_end, value_at, _ = pairs[-1]
+                pairs[-1] = (key_at, key_end, value_at, chunk_at + len(chunk))
+            chunk_at += len(chunk) + 2
+        return _progress_reader(match, split, pairs)
+
+
+def _progress_reader(
+    match: re.Match[str], split: str, pairs: list[tuple[int, int, int, int]]
+) -> Callable[[str], Hit | None]:
+    """The reader of a progress line of ``match``'s shape, its pairs at ``pairs`` (key start, key end, value
+    start, value end)."""
+    prefix = _SPLIT_PREFIX.get(split, split + "_")
+    plan: list[tuple[int, int, int, int, str | None]] = []
+    for key_at, key_end, value_at, value_end in pairs:
+        key = match.string[key_at:key_end]
+        stripped = key.strip()
+        # The name of a key without a digit, once; "eta" (read as seconds) and others per line.
+        name = None if has_digit(key) or stripped == "eta" else canonical_metric_name(prefix + stripped)
+        plan.append((key_at, key_end, value_at, value_end, name))
+    counters = group_spans(match, (1, 3, 4, 5))
+    return partial(_read_progress, tuple(plan), counters, split, prefix)
+
+
+def _read_progress(
+    plan: tuple[tuple[int, int, int, int, str | None], ...],
+    counters: tuple[Span | None, ...],
+    split: str,
+    prefix: str,
+    text: str,
+) -> Hit | None:
+    """What MmengineFamily.parse and MmcvFamily.parse read from a line of the shape ``plan`` was made for."""
+    metrics: dict[str, float] = {}
+    for key_at, key_end, value_at, value_end, name in plan:
+        value = text[value_at:value_end]
+        if name is None:
+            _store(metrics, text[key_at:key_end], value, prefix)
+            continue
+        try:
+            number: float | None = float(value)
+        except ValueError:
+            number = parse_number(value)
+        if number is not None:
+            metrics[name] = number
+    if not metrics:
+        return None
+    kind, epoch, index, total = texts_at(text, counters)
+    assert index is not None  # the group is not optional
+    if split != "train":
+        hit = Hit(metrics=metrics)
+    elif kind == "Iter":
+        hit = Hit(step=int(index), total_steps=None if total is None else int(total), metrics=metrics)
+    else:
+        hit = Hit(
+            epoch=None if epoch is None else float(epoch),
+            batch=int(index),
+            batches_per_epoch=None if total is None else int(total),
+            metrics=metrics,
+        )
+    hit.timestamp = _leading_timestamp(text)
+    return hit
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (MmengineFamily, MmcvFamily)

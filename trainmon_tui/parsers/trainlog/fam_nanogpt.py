@@ -18,10 +18,20 @@ modded-nanogpt's ``step_avg:nanms`` while the timer still skips warm-up steps. A
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from math import isnan
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
+from trainmon_tui.parsers.trainlog.base import (
+    Hit,
+    LineFamily,
+    canonical_metric_name,
+    group_span,
+    has_digit,
+    never_reads,
+    parse_number,
+)
 
 # Both nanoGPT shapes start their pairs with the (train) loss; forks append pairs after it.
 _KARPATHY_RE = re.compile(r"(?:iter|step) (\d{1,18}): ((?:train )?loss .*)")
@@ -118,6 +128,32 @@ class NanoGptFamily:
             return None
         return Hit(int(match[1]), None, None, None, None, None, metrics)
 
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): the pairs are cut at the same
+        places on all of them, so only the cutting is saved; every value is read as parse reads it."""
+        match = _KARPATHY_RE.match(text)
+        if match is None:
+            return never_reads
+        plan: list[tuple[int, int, int, int, str, str | None]] = []
+        at = match.start(2)
+        for pair in match[2].split(","):
+            pair_at = at
+            at += len(pair) + 1
+            stripped = pair.strip()
+            key_at = pair_at + len(pair) - len(pair.lstrip())
+            key, space, raw_value = stripped.rpartition(" ")
+            value_at = key_at + len(key) + len(space)
+            last = raw_value[-1:]
+            name: str | None = None
+            if not has_digit(key):
+                # The same key on every line: name it once (the unit is the shape's too).
+                unit = _number_and_unit(raw_value)[1] if last == "s" else ""
+                name = _karpathy_name(key + "_" + unit if unit and key else key)
+                if name is None:
+                    continue  # not words: parse never keeps its value
+            plan.append((key_at, key_at + len(key), value_at, value_at + len(raw_value), last, name))
+        return partial(_read_karpathy, tuple(plan), match.span(1))
+
 
 class ModdedNanoGptFamily:
     """modded-nanogpt ``step:N/TOTAL key:value ...`` training and validation lines."""
@@ -169,6 +205,113 @@ class ModdedNanoGptFamily:
             return None
         total = match[2]
         return Hit(int(match[1]), None if total is None else int(total), None, None, None, None, metrics)
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): where the step, the total and each
+        pair's key and number sit is the same on all of them, so only the numbers are read (see parse)."""
+        match = _MODDED_RE.match(text) if text.startswith("step:") else None
+        if match is None:
+            return never_reads
+        plan: list[tuple[int, int, int, int, bool, str, str | None]] = []
+        rest_at = match.start(3)
+        rest = match[3]
+        at = 0
+        for pair in rest.split():
+            # The token's place: only whitespace lies between it and the end of the previous one.
+            at = rest.find(pair, at)
+            start = rest_at + at
+            at += len(pair)
+            key, sep, raw_value = pair.partition(":")
+            if not sep:
+                continue
+            number_at = start + len(key) + 1
+            number_end = number_at + len(raw_value)
+            timing = raw_value[-1:] == "s"
+            unit = ""
+            if timing:
+                if len(raw_value) > 2 and raw_value[-2] == "m":
+                    number_end, unit = number_end - 2, "_ms"
+                elif len(raw_value) > 1:
+                    number_end, unit = number_end - 1, "_s"
+                else:
+                    continue
+            # The same key on every line: name it once.
+            name = None if has_digit(key) else _modded_name(key + unit)
+            plan.append((start, start + len(key), number_at, number_end, timing, unit, name))
+        total_span = group_span(match, 2)
+        return partial(_read_modded, tuple(plan), match.span(1), total_span)
+
+
+def _read_karpathy(
+    plan: tuple[tuple[int, int, int, int, str, str | None], ...], step_span: tuple[int, int], text: str
+) -> Hit | None:
+    """What NanoGptFamily.parse reads from a line of the shape ``plan`` was made for."""
+    metrics: dict[str, float] = {}
+    names = _KARPATHY_NAMES
+    value: float | None
+    for key_at, key_end, value_at, value_end, last, fixed_name in plan:
+        raw_value = text[value_at:value_end]
+        unit = ""
+        if last == "s":
+            value, unit = _number_and_unit(raw_value)
+        elif last == "%":
+            value = _number(raw_value)
+        else:
+            try:
+                value = float(raw_value)
+            except ValueError:
+                value = parse_number(raw_value)
+        if value is None:
+            continue
+        name = fixed_name
+        if name is None:
+            key = text[key_at:key_end]
+            if unit and key:
+                key = key + "_" + unit
+            name = names.get(key, "")
+            if name == "":
+                name = _karpathy_name(key)
+            if name is None:
+                continue
+        if value == _MFU_PLACEHOLDER and name == "mfu":
+            continue
+        metrics[name] = value
+    if not metrics:
+        return None
+    return Hit(int(text[step_span[0] : step_span[1]]), None, None, None, None, None, metrics)
+
+
+def _read_modded(
+    plan: tuple[tuple[int, int, int, int, bool, str, str | None], ...],
+    step_span: tuple[int, int],
+    total_span: tuple[int, int] | None,
+    text: str,
+) -> Hit | None:
+    """What ModdedNanoGptFamily.parse reads from a line of the shape ``plan`` was made for."""
+    metrics: dict[str, float] = {}
+    names = _MODDED_NAMES
+    value: float | None
+    for key_at, key_end, number_at, number_end, timing, unit, fixed_name in plan:
+        number = text[number_at:number_end]
+        try:
+            value = float(number)
+        except ValueError:
+            value = _number(number)
+            if value is None:
+                continue
+        if timing and isnan(value):
+            # A NaN timing is the warm-up placeholder, not a measurement.
+            continue
+        if fixed_name is None:
+            key = text[key_at:key_end] + unit
+            metrics[names.get(key) or _modded_name(key)] = value
+        else:
+            metrics[fixed_name] = value
+    if not metrics:
+        return None
+    step = int(text[step_span[0] : step_span[1]])
+    total = None if total_span is None else int(text[total_span[0] : total_span[1]])
+    return Hit(step, total, None, None, None, None, metrics)
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (NanoGptFamily, ModdedNanoGptFamily)

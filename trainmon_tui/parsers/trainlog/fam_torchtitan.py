@@ -17,10 +17,22 @@ rank prefix; each line is read as it is, and telling ranks apart is left to the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
+from trainmon_tui.parsers.trainlog.base import (
+    Hit,
+    LineFamily,
+    Span,
+    canonical_metric_name,
+    group_spans,
+    has_digit,
+    never_reads,
+    parse_number,
+    texts_at,
+)
 
 _STEP_RE = re.compile(
     r"(?:\[titan\]\s*)?"
@@ -44,19 +56,26 @@ _DAYS: dict[str, int | None] = {}
 def _stamp_seconds(text: str, match: re.Match[str]) -> float | None:
     """UTC seconds of the stamp groups (1-6 year..second, 7 fraction) as ``calendar.timegm`` counts them, or
     None when the month or year is out of range."""
-    day_text = text[match.start(1) : match.end(3)]
+    return _stamp_of(text[match.start(1) : match.end(3)], match.groups()[:7])
+
+
+def _stamp_of(day_text: str, groups: tuple[str | None, ...]) -> float | None:
+    """:func:`_stamp_seconds` from the printed date (``2026-02-24``) and the stamp groups' texts."""
     days = _DAYS.get(day_text)
     if days is None and day_text not in _DAYS:
+        year, month, day = groups[0], groups[1], groups[2]
+        assert year is not None and month is not None and day is not None  # the date is printed whole
         try:
-            days = date(int(match[1]), int(match[2]), 1).toordinal() - _EPOCH_ORDINAL + int(match[3]) - 1
+            days = date(int(year), int(month), 1).toordinal() - _EPOCH_ORDINAL + int(day) - 1
         except ValueError:
             days = None
         if len(_DAYS) < _MAX_NAMES:
             _DAYS[day_text] = days
     if days is None:
         return None
-    seconds = ((days * 24 + int(match[4])) * 60 + int(match[5])) * 60 + int(match[6])
-    fraction = match[7]
+    hour, minute, second, fraction = groups[3], groups[4], groups[5], groups[6]
+    assert hour is not None and minute is not None and second is not None
+    seconds = ((days * 24 + int(hour)) * 60 + int(minute)) * 60 + int(second)
     return seconds + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
@@ -99,6 +118,71 @@ class TorchTitanFamily:
             return None
         stamp = None if match[1] is None else _stamp_seconds(text, match)
         return Hit(int(match[9]), None, None, None, None, None, metrics, stamp)
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): the stamp, the step and each
+        ``name: value`` pair sit at the same places on all of them (see parse)."""
+        match = _STEP_RE.match(text)
+        if match is None:
+            return never_reads
+        prefix = "val_" if match[8] == "validate step" else ""
+        at = match.start(10)
+        pairs = tuple(
+            (
+                at + pair.start(1),
+                at + pair.end(1),
+                at + pair.start(2),
+                at + pair.end(2),
+                # A name without a digit is the same on every line of the shape: name the metric once.
+                None if has_digit(pair[1]) else (pair[1], canonical_metric_name(prefix + pair[1])),
+            )
+            for pair in _PAIR_RE.finditer(match[10])
+        )
+        stamp = (
+            None if match.start(1) < 0 else ((match.start(1), match.end(3)), group_spans(match, range(1, 8)))
+        )
+        return partial(_read_step, prefix, pairs, match.span(9), stamp)
+
+
+def _read_step(
+    prefix: str,
+    pairs: tuple[tuple[int, int, int, int, tuple[str, str] | None], ...],
+    step_span: tuple[int, int],
+    stamp_plan: tuple[Span, tuple[Span | None, ...]] | None,
+    text: str,
+) -> Hit | None:
+    """What TorchTitanFamily.parse reads from a line of the shape ``pairs`` were found in."""
+    names = _NAMES[prefix]
+    metrics: dict[str, float] = {}
+    for key_at, key_end, raw_at, raw_end, fixed in pairs:
+        key, fixed_name = (text[key_at:key_end], None) if fixed is None else fixed
+        raw_value = text[raw_at:raw_end]
+        if key == "memory":
+            memory = _MEMORY_RE.fullmatch(raw_value)
+            if memory is not None:
+                metrics[prefix + "memory_gib"] = float(memory[1])
+                metrics[prefix + "memory_pct"] = float(memory[2])
+                continue
+        value: float | None
+        try:
+            value = float(raw_value.replace(",", "").rstrip("%"))
+        except ValueError:
+            value = parse_number(raw_value)
+            if value is None:
+                continue
+        name = fixed_name or names.get(key)
+        if name is None:
+            name = canonical_metric_name(prefix + key)
+            if len(names) < _MAX_NAMES:
+                names[key] = name
+        metrics[name] = value
+    if not metrics:
+        return None
+    stamp = None
+    if stamp_plan is not None:
+        day, groups = stamp_plan
+        stamp = _stamp_of(text[day[0] : day[1]], texts_at(text, groups))
+    return Hit(int(text[step_span[0] : step_span[1]]), None, None, None, None, None, metrics, stamp)
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (TorchTitanFamily,)

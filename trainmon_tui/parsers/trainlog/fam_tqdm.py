@@ -18,9 +18,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, canonical_metric_name, parse_number, snake_case
+from trainmon_tui.parsers.trainlog.base import (
+    Hit,
+    canonical_metric_name,
+    has_digit,
+    never_reads,
+    parse_number,
+    snake_case,
+)
 
 # The percentage, the bar (|glyphs|, glyphs| when the left pipe was overwritten, or nothing), then n/total and
 # the bracketed [elapsed<remaining, rate, postfix] (possibly cut off at the end of a truncated line).
@@ -118,6 +127,47 @@ def read_postfix(inner: str | None, metrics: dict[str, float]) -> int | None:
     return step
 
 
+def postfix_spans(inner: str, inner_at: int) -> PairSpans:
+    """Where :func:`read_postfix` finds the pairs of a bar's bracket ``inner`` that starts at ``inner_at``."""
+    first = inner.find("=")
+    if first < 0:
+        return ()
+    start = inner.rfind(",", 0, first) + 1
+    parts, starts = split_starts(inner, start, ",")
+    return pair_spans(parts, [inner_at + at for at in starts], "=")
+
+
+def read_postfix_spans(text: str, spans: PairSpans, metrics: dict[str, float]) -> int | None:
+    """What :func:`read_postfix` reads from the postfix pairs at ``spans`` (see :func:`postfix_spans`)."""
+    step: int | None = None
+    names = METRIC_NAMES
+    for key_at, key_end, raw_at, raw_end, fixed in spans:
+        if fixed is None:
+            key = text[key_at:key_end]
+            name = ""
+        else:
+            key, name = fixed
+        raw = text[raw_at:raw_end]
+        if key in _NOT_METRICS:
+            if key in _STEP_KEYS:
+                number = to_number(raw)
+                step = None if number is None else to_int(number)
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            parsed = parse_number(raw)
+            if parsed is None:
+                continue
+            value = parsed
+        if not name:
+            name = names.get(key) or metric_name(key)
+        if name in metrics:
+            name = own_name(key)
+        metrics[name] = value
+    return step
+
+
 def to_number(raw: str) -> float | None:
     """A printed value as float; the fast path is plain ``float`` (which also reads nan/inf and padding)."""
     try:
@@ -198,6 +248,61 @@ def read_pairs(pairs: list[str], separator: str, metrics: dict[str, float], skip
         metrics[name] = value
 
 
+#: Where :func:`read_pairs` finds each pair's key (stripped) and value in a line: (key start, key end, value
+#: start, value end, and for a key without a digit, which reads the same on every line of the shape, the key
+#: and its metric name).
+PairSpans = tuple[tuple[int, int, int, int, tuple[str, str] | None], ...]
+
+
+def pair_spans(pairs: list[str], starts: list[int], separator: str) -> PairSpans:
+    """Where the keys and values of ``pairs`` (each starting at the position in ``starts``) are, for
+    :func:`read_pair_spans` to read every line of the same shape; pairs without ``separator`` are left out."""
+    spans: list[tuple[int, int, int, int, tuple[str, str] | None]] = []
+    for pair, at in zip(pairs, starts, strict=True):
+        key, sep, _ = pair.partition(separator)
+        if not sep:
+            continue
+        stripped = key.strip()
+        fixed = None if has_digit(stripped) else (stripped, metric_name(stripped))
+        key_at = at + len(key) - len(key.lstrip())
+        spans.append((key_at, key_at + len(stripped), at + len(key) + len(sep), at + len(pair), fixed))
+    return tuple(spans)
+
+
+def split_starts(text: str, start: int, separator: str) -> tuple[list[str], list[int]]:
+    """``text[start:].split(separator)`` and where each part starts in ``text``."""
+    parts = text[start:].split(separator)
+    starts: list[int] = []
+    for part in parts:
+        starts.append(start)
+        start += len(part) + len(separator)
+    return parts, starts
+
+
+def read_pair_spans(text: str, spans: PairSpans, metrics: dict[str, float], skip: frozenset[str]) -> None:
+    """What :func:`read_pairs` adds to ``metrics`` for the pairs at ``spans`` (see :func:`pair_spans`)."""
+    names = METRIC_NAMES
+    for key_at, key_end, raw_at, raw_end, fixed in spans:
+        if fixed is None:
+            key = text[key_at:key_end]
+            name = names.get(key) or metric_name(key)
+        else:
+            key, name = fixed
+        if key in skip:
+            continue
+        raw = text[raw_at:raw_end]
+        try:
+            value = float(raw)
+        except ValueError:
+            parsed = parse_number(raw)
+            if parsed is None:
+                continue
+            value = parsed
+        if name in metrics:
+            name = own_name(key)
+        metrics[name] = value
+
+
 def is_training_loop(name: str) -> bool:
     """Whether a bar's name (text before the percentage) could be the training loop."""
     if not name:
@@ -207,6 +312,11 @@ def is_training_loop(name: str) -> bool:
 
 
 _CLAIMED = Hit()
+
+
+def _claimed(text: str) -> Hit:
+    """The reader of a shape of bars that are not the training loop's: claimed, without a record."""
+    return _CLAIMED
 
 
 class TqdmFamily:
@@ -235,6 +345,33 @@ class TqdmFamily:
             return _CLAIMED
         metrics: dict[str, float] = {}
         step = read_postfix(inner, metrics)
+        return Hit(step=done if step is None else step, total_steps=total, metrics=metrics)
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): the last bar, its name and unit,
+        and its counts and postfix pairs sit at the same places on all of them (see parse); whether the bar
+        is the training loop's is still judged per line, against the bars read before."""
+        bar = last_bar(text)
+        if bar is None:
+            return never_reads
+        previous_end = text.rfind("]", 0, bar.start()) + 1
+        name = text[previous_end : bar.start()].strip().rstrip(":").strip()
+        unit = bar_unit(bar[4])
+        if (unit is not None and unit != "it") or not is_training_loop(name):
+            # Another loop's bar, whatever its numbers (a name's digits decide nothing here).
+            return _claimed
+        postfix = () if bar.start(4) < 0 else postfix_spans(bar[4], bar.start(4))
+        return partial(self._read_bar, postfix, bar.span(2), bar.span(3))
+
+    def _read_bar(
+        self, postfix: PairSpans, done_span: tuple[int, int], total_span: tuple[int, int], text: str
+    ) -> Hit:
+        done = int(text[done_span[0] : done_span[1]])
+        total = int(text[total_span[0] : total_span[1]])
+        if not self._is_main(done, total):
+            return _CLAIMED
+        metrics: dict[str, float] = {}
+        step = read_postfix_spans(text, postfix, metrics)
         return Hit(step=done if step is None else step, total_steps=total, metrics=metrics)
 
     def _is_main(self, done: int, total: int) -> bool:

@@ -19,9 +19,11 @@ header, because narrow terminals and pasted text damage the left of that header;
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, snake_case
+from trainmon_tui.parsers.trainlog.base import Hit, never_reads, snake_case
 from trainmon_tui.parsers.trainlog.fam_tqdm import BAR_RE, to_number
 
 _ROW_RE = re.compile(r"\s*(\d{1,9})/(\d{1,9})\s+(\S[^:]*?)\s*(?::|$)")
@@ -107,6 +109,66 @@ class UltralyticsFamily:
             if row is not None:
                 return self._train_row(row, text)
         return None
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked) that is a training row: its epoch,
+        values and bar sit at the same places on all of them (see parse); they are named by the header read
+        last, as parse names them. Headers and validation rows are read by parse."""
+        stripped = text.lstrip()
+        if stripped.startswith("Epoch ") and "mem" not in text:
+            return never_reads  # another framework's "Epoch" line: parse passes it by
+        if stripped.startswith(("Epoch ", "Class ", "all ")):
+            return self.parse
+        row = _ROW_RE.match(text)
+        if row is None:
+            return never_reads
+        values_at = row.start(3)
+        values: list[tuple[int, int]] = []
+        at = 0
+        for value in row[3].split():
+            # The value's place: only whitespace lies between it and the end of the previous one.
+            at = row[3].find(value, at)
+            values.append((values_at + at, values_at + at + len(value)))
+            at += len(value)
+        bar = BAR_RE.search(text, row.end())
+        counts = None if bar is None else (bar.span(2), bar.span(3))
+        return partial(self._read_row, tuple(values), row.span(1), row.span(2), counts)
+
+    def _read_row(
+        self,
+        values: tuple[tuple[int, int], ...],
+        epoch_span: tuple[int, int],
+        total_span: tuple[int, int],
+        counts: tuple[tuple[int, int], tuple[int, int]] | None,
+        text: str,
+    ) -> Hit | None:
+        """What parse reads from a training row of the shape the spans were found in."""
+        names = self._train_names
+        if not names or len(values) > len(names):
+            return None
+        metrics: dict[str, float] = {}
+        loss_sum = 0.0
+        loss_parts = 0
+        for name, (start, end) in zip(names, values, strict=False):
+            if not name:
+                continue
+            value = to_number(text[start:end])
+            if value is None:
+                continue
+            metrics[name] = value
+            if name.endswith("_loss"):
+                loss_sum += value
+                loss_parts += 1
+        if loss_parts and "loss" not in metrics:
+            metrics["loss"] = loss_sum
+        self._epoch = float(text[epoch_span[0] : epoch_span[1]])
+        self._total_epochs = int(text[total_span[0] : total_span[1]])
+        hit = Hit(epoch=self._epoch, total_epochs=self._total_epochs, metrics=metrics)
+        if counts is not None:
+            (batch_at, batch_end), (total_at, total_end) = counts
+            hit.batch = int(text[batch_at:batch_end])
+            hit.batches_per_epoch = int(text[total_at:total_end])
+        return hit
 
     def _train_row(self, row: re.Match[str], text: str) -> Hit | None:
         values = row[3].split()
