@@ -266,7 +266,7 @@ def test_keras_style_one_based_epochs_and_batches() -> None:
     assert eta.eta_s == pytest.approx(100.0)
 
 
-def test_lightning_style_zero_based_epochs() -> None:
+def test_zero_based_epochs_as_generic_logs_print_them() -> None:
     store = Store()
     for batch in range(1, 51):
         record = LogRecord(line=batch, epoch=2, total_epochs=4, batch=batch, batches_per_epoch=50)
@@ -279,6 +279,17 @@ def test_lightning_style_zero_based_epochs() -> None:
     eta = store.snapshot(102.0).runs["l"].eta
     assert eta.remaining_steps == 4 * 50 - 2
     assert eta.steps_per_s == 1.0
+
+
+def test_fractional_epochs_count_from_zero_even_when_first_read_mid_run() -> None:
+    store = Store()
+    # An HF Trainer log read from its middle: 'epoch': 1.5 means one and a half epochs of 3 are done.
+    for index, epoch in enumerate((1.5, 1.75, 2.0, 2.25)):
+        store.apply_record("hf", "h", LogRecord(line=index, epoch=epoch, total_epochs=3), 10.0 * index)
+    rank = store.snapshot(40.0).runs["hf"].rank(None)
+    assert rank is not None and rank.unit is ProgressUnit.EPOCH
+    assert rank.fraction_done() == pytest.approx(2.25 / 3)
+    assert rank.eta().eta_s == pytest.approx(0.75 / 0.025)
 
 
 def test_steps_win_over_epochs_from_the_same_log() -> None:

@@ -414,9 +414,13 @@ class _Rank:
         self.last_line_t = now
         if record.timestamp is not None:
             self.log_time = record.timestamp
-        if record.epoch is not None and (self.lowest_epoch is None or record.epoch < self.lowest_epoch):
-            self.lowest_epoch = record.epoch
-            first_epoch = infer_first_epoch(record.epoch)
+        epoch = record.epoch
+        if epoch is not None and (self.lowest_epoch is None or epoch < self.lowest_epoch or epoch % 1):
+            # A fractional epoch (HF ``'epoch': 1.53``) is the share of training done: counted from 0,
+            # whatever it was when the log was first read. Whole epochs say their numbering by the lowest
+            # one printed.
+            self.lowest_epoch = epoch if self.lowest_epoch is None else min(epoch, self.lowest_epoch)
+            first_epoch = 0 if epoch % 1 or self.first_epoch == 0 else infer_first_epoch(self.lowest_epoch)
             if first_epoch != self.first_epoch:
                 self.first_epoch = first_epoch
                 # Earlier batch/epoch observations were counted from the other origin.
