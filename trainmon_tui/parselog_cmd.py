@@ -20,6 +20,7 @@ from functools import partial
 from itertools import chain
 from typing import IO, Any
 
+from trainmon_tui.analysis.durations import format_duration
 from trainmon_tui.analysis.eta import Eta, estimate_eta
 from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parsers.trainlog.engine import LogParser, rank_from_path
@@ -363,20 +364,6 @@ def _fmt_value(value: float) -> str:
     if abs(value) >= 1e5 or abs(value) < 1e-3:
         return f"{value:.3e}"
     return f"{value:.6g}"
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes:02d}m"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def _progress_text(rank: RankSummary) -> str:
