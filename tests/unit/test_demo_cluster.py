@@ -10,8 +10,17 @@ import statistics
 
 import pytest
 
-from trainmon_tui.demo.cluster import DropSchedule, Phase, Simulation
+from trainmon_tui.demo.cluster import (
+    _K_GRAD,
+    _K_LOSS,
+    BIG_CLUSTER_HOSTS,
+    DropSchedule,
+    Phase,
+    Rank,
+    Simulation,
+)
 from trainmon_tui.demo.logs import FileGrowth, LogCursor, RankLog, last_lines, read_due
+from trainmon_tui.demo.noise import normal
 from trainmon_tui.model import EventKind
 from trainmon_tui.parsers.trainlog.engine import parse_lines
 
@@ -157,6 +166,57 @@ def test_step_timeline_is_monotonic_and_inverts(sim: Simulation) -> None:
         ended = rank.step_end(step)
         assert rank.steps_done(ended) == step
         assert rank.steps_done(ended - 1e-6) == step - 1
+
+
+def _steps_done_by_bisection(rank: Rank, t: float) -> int:
+    """The definition of steps_done, searched the slow way: the last step whose end is at most t."""
+    low, high = rank.run.first_step, rank.run.total_steps
+    if t < rank.step_end(low + 1):
+        return low
+    if t >= rank.step_end(high):
+        return high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if rank.step_end(middle) <= t else (low, middle)
+    return low
+
+
+def test_steps_done_agrees_with_a_bisection_of_the_step_ends_around_every_step_and_evaluation() -> None:
+    simulation = Simulation(seed=11)
+    slow = simulation.rank("llama-7b", simulation.slow_rank)
+    for rank in (slow, simulation.rank("llama-7b", 0), simulation.rank("vit-sweep", 2)):
+        first = rank.run.first_step
+        # Just before, at and after the end of each of the first 1,300 steps (six evaluations among them),
+        # then a spread of times up to past the end of the run.
+        ends = [rank.step_end(step) for step in range(first, first + 1300)]
+        times = [end + delta for end in ends for delta in (-1e-7, 0.0, 1e-7, 0.4 * rank.step_s)]
+        times += [-2000.0 + 37.3 * index for index in range(3000)]
+        for t in times:
+            assert rank.steps_done(t) == _steps_done_by_bisection(rank, t), (rank.rank, t)
+
+
+def test_loss_and_grad_noise_are_the_draws_of_the_full_keys(sim: Simulation) -> None:
+    rank = sim.rank("llama-7b", 9)
+    for step in (1001, 1450, 20_000):
+        noise = normal(sim.seed, _K_LOSS, rank.run.index, rank.rank, step)
+        assert rank.loss(step) == pytest.approx(rank.run.loss.at(step) * (1.0 + noise * rank.run.loss.noise))
+        grad_noise = normal(sim.seed, _K_GRAD, rank.run.index, rank.rank, step)
+        assert rank.grad_norm(step) == pytest.approx(
+            (0.35 + 2.5 * (1.0 + step / 400.0) ** -0.7) * (1.0 + 0.15 * grad_noise)
+        )
+
+
+def test_a_big_cluster_starts_with_less_log_history_to_replay() -> None:
+    small = Simulation(BIG_CLUSTER_HOSTS, 8, seed=7)
+    big = Simulation(BIG_CLUSTER_HOSTS + 1, 8, seed=7)
+    small_rank, big_rank = small.rank("llama-7b", 0), big.rank("llama-7b", 0)
+    small_lines = read_due(RankLog(small_rank, small.hosts[0], WALL_EPOCH), LogCursor(1000), 0.0)
+    big_lines = read_due(RankLog(big_rank, big.hosts[0], WALL_EPOCH), LogCursor(1000), 0.0)
+    assert len(small_lines) > 500 and 100 < len(big_lines) < 150
+    # Still a running job with a rate to show: training began before the demo did.
+    assert big_rank.phase(0.0) is Phase.TRAIN and big_rank.steps_done(0.0) > 1100
+    # The other run, on the last host, is the same on both.
+    assert small.rank("vit-sweep", 3).steps_done(0.0) == big.rank("vit-sweep", 3).steps_done(0.0)
 
 
 # ------------------------------------------------------------------------------------------------------ logs

@@ -4,7 +4,8 @@ Pure and deterministic: everything is a function of the seed and a simulated tim
 the demo starts; the runs began earlier, so there is history to show at once). Nothing here does I/O or
 keeps state that changes with time, so a reading asked for twice, or by two connections, is the same.
 
-What it plays, by default on 3 hosts x 8 GPUs (more hosts just add ranks to the first run):
+What it plays, by default on 3 hosts x 8 GPUs (more hosts just add ranks to the first run; past
+:data:`BIG_CLUSTER_HOSTS` hosts that run launched later, so there is less log history to replay):
 
 - ``llama-7b``: a Megatron-LM pretraining run on every host but the last, one rank per GPU, resumed from a
   checkpoint: noisy falling loss, an evaluation every 200 iterations (~4 minutes) during which SM% dips,
@@ -204,6 +205,16 @@ class Rank:
     slow: bool = False
     # mix(seed, _K_JITTER, run.index, rank), hashed once: step_end runs thousands of times per log read.
     jitter_key: int = 0
+    # The same for the loss and gradient-norm noise: mix() folds its keys one by one, so
+    # mix(mix(seed, a, b, c), step) == mix(seed, a, b, c, step) and the values do not change; hashing the
+    # fixed prefix once makes each per-step draw one round instead of five (a 64-host demo replays
+    # hundreds of thousands of log lines when the dashboard first connects).
+    loss_key: int = field(init=False, repr=False, compare=False)
+    grad_key: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss_key", mix(self.seed, _K_LOSS, self.run.index, self.rank))
+        object.__setattr__(self, "grad_key", mix(self.seed, _K_GRAD, self.run.index, self.rank))
 
     @property
     def log_path(self) -> str:
@@ -223,22 +234,38 @@ class Rank:
         jitter = (uniform(self.jitter_key, step) - 0.5) * 0.24 * self.step_s
         return run.train_start_t + done * self.step_s + self.evals_before(step) * run.eval_s + jitter
 
+    def _planned_end(self, step: int) -> float:
+        """:meth:`step_end` without its jitter: how the step would end if every step took ``step_s``."""
+        run = self.run
+        return (
+            run.train_start_t + (step - run.first_step) * self.step_s + self.evals_before(step) * run.eval_s
+        )
+
     def steps_done(self, t: float) -> int:
         """The last step finished by ``t`` (``run.first_step`` while loading or before the launch)."""
         run = self.run
-        low, high = run.first_step, run.total_steps
-        if t < self.step_end(low + 1):
-            return low
-        if t >= self.step_end(high):
-            return high
-        # Invariant: step_end(low) <= t < step_end(high). Step ends grow with the step (jitter < half a step).
-        while high - low > 1:
-            middle = (low + high) // 2
-            if self.step_end(middle) <= t:
-                low = middle
-            else:
-                high = middle
-        return low
+        first, total = run.first_step, run.total_steps
+        if t < self.step_end(first + 1):
+            return first
+        if t >= self.step_end(total):
+            return total
+        # The planned ends are exact arithmetic and grow by at least step_s a step, and the jitter moves a
+        # real end by at most 0.12 step_s, so the answer is the last step planned to end by t, or one of
+        # its neighbours: two hashed step_end calls instead of a binary search of ~16 (dmon asks 5 times per
+        # GPU per second, for the temperature's 40 s of history).
+        cycle_s = run.eval_every * self.step_s + run.eval_s
+        step = first + int((t - run.train_start_t) / cycle_s * run.eval_every)
+        step = min(max(step, first + 1), total)
+        while step < total and self._planned_end(step + 1) <= t:
+            step += 1
+        while step > first + 1 and self._planned_end(step) > t:
+            step -= 1
+        # step: the last one planned to end by t (or first + 1). The real end of step + 1 can be earlier.
+        if step < total and self.step_end(step + 1) <= t:
+            return step + 1
+        if self.step_end(step) <= t:
+            return step
+        return step - 1
 
     def phase(self, t: float) -> Phase:
         run = self.run
@@ -260,7 +287,7 @@ class Rank:
     def loss(self, step: int) -> float:
         run = self.run
         curve = run.loss
-        noise = normal(self.seed, _K_LOSS, run.index, self.rank, step) * curve.noise
+        noise = normal(self.loss_key, step) * curve.noise
         return curve.at(step) * (1.0 + noise)
 
     def val_loss(self, step: int) -> float:
@@ -271,7 +298,7 @@ class Rank:
 
     def grad_norm(self, step: int) -> float:
         base: float = 0.35 + 2.5 * (1.0 + step / 400.0) ** -0.7
-        return base * (1.0 + 0.15 * normal(self.seed, _K_GRAD, self.run.index, self.rank, step))
+        return base * (1.0 + 0.15 * normal(self.grad_key, step))
 
     def step_time_s(self, step: int) -> float:
         """How long ``step`` itself took, evaluation before it excluded (what the log reports per step)."""
@@ -370,7 +397,18 @@ def _bus_id(gpu: int) -> str:
     return f"00000000:{slot}:00.0"
 
 
-def _llama_run(host_indexes: tuple[int, ...], gpus: int) -> RunSpec:
+#: Up to this many hosts, llama-7b launched :data:`_LLAMA_LAUNCH_T` before the demo starts; on a bigger
+#: cluster it launched :data:`_BIG_CLUSTER_LAUNCH_T` before. Every rank's log is replayed (``tail -n 500``,
+#: and the listing sizes each file from its start) when the dashboard first connects, and building a log
+#: line costs tens of microseconds: 64 hosts with ten minutes of history each meant ~300,000 lines built
+#: while the simulator could answer nothing else, and hosts that took half a minute to come up.
+BIG_CLUSTER_HOSTS: Final = 8
+_LLAMA_LAUNCH_T: Final = -640.0
+# Loading (40 s) and then about 110 steps by the start: a rate and an ETA at once, a fifth of the lines.
+_BIG_CLUSTER_LAUNCH_T: Final = -160.0
+
+
+def _llama_run(host_indexes: tuple[int, ...], gpus: int, launched_t: float = _LLAMA_LAUNCH_T) -> RunSpec:
     return RunSpec(
         index=0,
         name="llama-7b",
@@ -379,7 +417,7 @@ def _llama_run(host_indexes: tuple[int, ...], gpus: int) -> RunSpec:
         gpus_per_host=gpus,
         total_steps=50_000,
         first_step=1_000,
-        launched_t=-640.0,
+        launched_t=launched_t,
         loading_s=40.0,
         step_s=1.1,
         eval_every=200,
@@ -469,7 +507,8 @@ class Simulation:
         self.drop = drop
         self.gpus_per_host = gpus_per_host
         names = _host_names(hosts)
-        llama = _llama_run(tuple(range(hosts - 1)), gpus_per_host)
+        launched_t = _LLAMA_LAUNCH_T if hosts <= BIG_CLUSTER_HOSTS else _BIG_CLUSTER_LAUNCH_T
+        llama = _llama_run(tuple(range(hosts - 1)), gpus_per_host, launched_t)
         vit = _vit_run(hosts - 1, gpus_per_host - 1)
         self.runs: tuple[RunSpec, ...] = (llama, vit)
         self.slow_rank = _slow_rank(llama)

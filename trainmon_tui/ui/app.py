@@ -2,14 +2,21 @@
 
 The app never touches hosts. On mount it starts the :class:`~trainmon_tui.ui.source.SnapshotSource` in a
 worker (connections come up in the background; the UI path never awaits the network). A timer at
-``refresh_hz`` (at most 2 Hz) compares ``source.version`` with the version last shown and takes a snapshot
-only when it moved, so thousands of ingested lines per second still mean at most two repaints. The snapshot
-is kept as :attr:`TrainmonApp.latest_snapshot` and handed to the screen on top, and to any screen the moment
-it becomes the top one, when that screen implements :class:`~trainmon_tui.ui.source.SnapshotConsumer`.
+``refresh_hz`` (1 Hz by default, at most 2 Hz) compares ``source.version`` with the version last shown and
+takes a snapshot only when it moved, so thousands of ingested lines per second still mean at most one or two
+repaints. The snapshot is kept as :attr:`TrainmonApp.latest_snapshot` and handed to the screen on top, and to
+any screen the moment it becomes the top one, when that screen implements
+:class:`~trainmon_tui.ui.source.SnapshotConsumer`.
+
+Why 1 Hz by default: GPUs are sampled once a second and most training logs print about as often, so a
+second repaint per second mostly redraws the same numbers, and a repaint of a big fleet (a snapshot, the
+health rules, the panels, the chart) is the dashboard's main cost. Keys never wait for the timer: moving the
+cursor or opening a screen redraws at once.
 
 One exception to "only when the version moved": ages ("stale 42s") are measured against the snapshot's
-time, so when nothing at all changes they would freeze. Every ``age_refresh_s`` (5 s by default; None turns
-it off) a snapshot is taken even at the same version, so a silent fleet is seen to grow stale.
+time, so when nothing at all changes they would freeze. When no snapshot was shown for ``age_refresh_s``
+(5 s by default; None turns it off) one is taken even at the same version, so a silent fleet is seen to
+grow stale; a fleet that keeps changing is repainted anyway and costs no extra repaint for its ages.
 
 Quitting stops the source within ``stop_timeout_s`` before the app exits: a hung host cannot hold the
 terminal.
@@ -38,6 +45,8 @@ from trainmon_tui.ui.source import SnapshotConsumer, SnapshotSource
 _log = logging.getLogger(__name__)
 
 MAX_REFRESH_HZ = 2.0
+#: The repaint rate when none is given (read when the app is built, so a benchmark can compare rates).
+DEFAULT_REFRESH_HZ = 1.0
 DEFAULT_AGE_REFRESH_S = 5.0
 DEFAULT_STOP_TIMEOUT_S = 5.0
 _NO_HINTS: Mapping[str, RunHints] = MappingProxyType({})
@@ -59,13 +68,15 @@ class TrainmonApp(App[int]):
         source: SnapshotSource,
         *,
         title: str,
-        refresh_hz: float = MAX_REFRESH_HZ,
+        refresh_hz: float | None = None,
         alerts_provider: AlertsProvider | None = None,
         clock: WallClock | None = None,
         run_hints: Mapping[str, RunHints] = _NO_HINTS,
         age_refresh_s: float | None = DEFAULT_AGE_REFRESH_S,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
     ):
+        if refresh_hz is None:
+            refresh_hz = DEFAULT_REFRESH_HZ
         if not refresh_hz > 0:
             raise ValueError(f"refresh_hz must be more than 0, got {refresh_hz}")
         super().__init__()
@@ -80,6 +91,8 @@ class TrainmonApp(App[int]):
         self.stop_timeout_s = stop_timeout_s
         self.latest_snapshot: StoreSnapshot | None = None
         self._shown_version: int | None = None
+        # snapshots_taken at the last age tick: ages are refreshed only when nothing was shown since.
+        self._taken_at_age_tick = -1
         self._source_stopped = False
         #: Snapshots taken from the source so far (each one is a repaint of the screen on top).
         self.snapshots_taken = 0
@@ -97,7 +110,7 @@ class TrainmonApp(App[int]):
         self.run_worker(self.source.start(), name="start collection", exit_on_error=False)
         self.set_interval(1.0 / self.refresh_hz, self.refresh_from_source, name="repaint")
         if self.age_refresh_s is not None:
-            self.set_interval(self.age_refresh_s, self.refresh_ages, name="ages")
+            self.set_interval(self.age_refresh_s, self.refresh_ages_if_quiet, name="ages")
         # The first paint shows whatever the source already holds, without waiting for the timer.
         self.call_after_refresh(self.refresh_from_source)
 
@@ -116,7 +129,18 @@ class TrainmonApp(App[int]):
         return True
 
     def refresh_ages(self) -> None:
+        """Take a snapshot now even if the version did not move, so the ages shown catch up."""
         self.refresh_from_source(force=True)
+
+    def refresh_ages_if_quiet(self) -> bool:
+        """The age timer (every ``age_refresh_s``): refresh the ages only if no snapshot was shown since the
+        last tick; True if it did. A fleet that changed meanwhile was repainted, so its ages are at most one
+        interval old already; only a silent one needs the extra snapshot."""
+        quiet = self.snapshots_taken == self._taken_at_age_tick
+        if quiet:
+            self.refresh_ages()
+        self._taken_at_age_tick = self.snapshots_taken
+        return quiet
 
     def _on_screen_change(self, screen: Screen[object]) -> None:
         # A screen that just became the top one must not wait for the next change to show something.

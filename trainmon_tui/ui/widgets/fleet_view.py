@@ -136,11 +136,13 @@ class FleetView(RowList):
         if self._hosts is not snapshot.hosts:
             self._ranks.clear()
         self._hosts = snapshot.hosts
-        if not self._auto_collapse_done and snapshot.hosts:
+        if not self._auto_collapse_done:
+            # Hosts are known from the config before any GPU is: the fleet's size shows only as GPUs come
+            # in, so the decision waits for the first snapshot with more rows than fit (or a key press).
             rows = sum(1 + len(host.gpus) for host in snapshot.hosts.values())
             if rows > AUTO_COLLAPSE_ROWS:
                 self.collapsed = set(snapshot.hosts)
-            self._auto_collapse_done = True
+                self._auto_collapse_done = True
         self._rebuild()
 
     def set_filter(self, text: str) -> None:
@@ -172,6 +174,7 @@ class FleetView(RowList):
     # -------------------------------------------------------------------------------------- collapsing
 
     def action_collapse(self) -> None:
+        self._auto_collapse_done = True
         host = self.host_of_cursor()
         if host is not None:
             self.collapsed.add(host)
@@ -179,6 +182,7 @@ class FleetView(RowList):
             self.move_cursor_to(("host", host))
 
     def action_expand(self) -> None:
+        self._auto_collapse_done = True
         host = self.host_of_cursor()
         if host is not None and host in self.collapsed:
             self.collapsed.discard(host)
@@ -194,6 +198,7 @@ class FleetView(RowList):
             self.action_collapse()
 
     def action_toggle_all(self) -> None:
+        self._auto_collapse_done = True
         host = self.host_of_cursor()
         self.collapsed = set() if self.collapsed else set(self._hosts)
         self._rebuild()

@@ -5,13 +5,21 @@ with Enter. With 64 hosts x 8 GPUs that is hundreds of rows changing every secon
 a subclass keeps its data, lists the row keys, and renders a row's text only when that row is visible
 (Textual's line API). A repaint therefore costs in proportion to the panel's height, not to the fleet.
 The cursor stays on the same key when rows come and go.
+
+Repainting only what changed: when new data keeps the same rows (:meth:`RowList.set_rows` with the same
+keys, the usual case once a second), the visible rows are rendered to text and compared with what is on
+screen, and only the lines whose text differs are marked for repaint; Textual then restyles and sends only
+those. The finished line of each visible row is kept with the text it came from, so a line that is
+repainted anyway (a scroll, the cursor moving, focus) but did not change is not rendered again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
@@ -19,6 +27,21 @@ from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+
+class _DrawnRow(NamedTuple):
+    """A row as it was last drawn: the text :meth:`RowList.render_row` gave, and the line made from it."""
+
+    text: Text
+    width: int
+    # 0: a plain row; 1: the cursor's row with focus; 2: the cursor's row without.
+    mark: int
+    base_style: Style
+    strip: Strip
+
+
+# Drawn rows kept per visible line before the cache is emptied (rows scrolled away are not kept forever).
+_DRAWN_ROWS_PER_LINE = 3
 
 
 class RowList(ScrollView, can_focus=True):
@@ -61,6 +84,12 @@ class RowList(ScrollView, can_focus=True):
         self._keys: list[Hashable] = []
         self._index_of: dict[Hashable, int] = {}
         self._cursor = 0
+        self._drawn: dict[Hashable, _DrawnRow] = {}
+        # Texts rendered by refresh_rows for lines it marked for repaint, used (once) when they are drawn.
+        self._fresh: dict[Hashable, Text] = {}
+        #: Row lines rendered into new strips so far (a line found unchanged is not counted), for tests and
+        #: benchmarks.
+        self.lines_rendered = 0
 
     # ------------------------------------------------------------------------------------------- rows
 
@@ -77,7 +106,14 @@ class RowList(ScrollView, can_focus=True):
         return self._keys[self._cursor] if self._keys else None
 
     def set_rows(self, keys: Sequence[Hashable]) -> None:
-        """Replace the rows (and redraw); the cursor stays on its key if that row is still there."""
+        """Replace the rows (and redraw); the cursor stays on its key if that row is still there.
+
+        Call it whenever the data behind the rows changed: with the same keys as before, only the visible
+        lines whose text changed are repainted (:meth:`refresh_rows`).
+        """
+        if len(keys) == len(self._keys) and list(keys) == self._keys:
+            self.refresh_rows()
+            return
         previous = self.cursor_key
         self._keys = list(keys)
         self._index_of = {key: index for index, key in enumerate(self._keys)}
@@ -86,7 +122,25 @@ class RowList(ScrollView, can_focus=True):
         else:
             self._cursor = min(self._cursor, max(len(self._keys) - 1, 0))
         self.virtual_size = Size(0, len(self._keys))
+        self._fresh.clear()
         self.refresh()
+
+    def refresh_rows(self) -> None:
+        """Repaint the visible rows whose text changed since they were drawn, and no other."""
+        self._fresh.clear()
+        width = self.size.width
+        if not width or not self.is_mounted:
+            self.refresh()
+            return
+        top = self.scroll_offset.y
+        drawn = self._drawn
+        for index in range(top, min(top + self.size.height, len(self._keys))):
+            key = self._keys[index]
+            text = self.render_row(key, width)
+            previous = drawn.get(key)
+            if previous is None or previous.width != width or previous.text != text:
+                self._fresh[key] = text
+                self.refresh_line(index)
 
     def move_cursor_to(self, key: Hashable) -> bool:
         index = self._index_of.get(key)
@@ -96,7 +150,8 @@ class RowList(ScrollView, can_focus=True):
         return True
 
     def render_row(self, key: Hashable, width: int) -> Text:
-        """The text of one row, at most ``width`` cells (longer text is cut)."""
+        """The text of one row, at most ``width`` cells (longer text is cut); a new Text on every call (the
+        list keeps it to compare the next one with)."""
         raise NotImplementedError
 
     def row_text(self, index: int) -> str:
@@ -108,15 +163,42 @@ class RowList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         index = self.scroll_offset.y + y
+        base_style = self.rich_style
         if index >= len(self._keys):
-            return Strip.blank(width, self.rich_style)
-        text = self.render_row(self._keys[index], width)
-        text.no_wrap = True
-        text.truncate(width, overflow="ellipsis", pad=True)
-        if index == self._cursor:
-            component = "row-list--cursor" if self.has_focus else "row-list--cursor-blurred"
-            text.stylize(self.get_component_rich_style(component))
-        return Strip(list(text.render(self.app.console)), width).apply_style(self.rich_style)
+            return Strip.blank(width, base_style)
+        key = self._keys[index]
+        text = self._fresh.pop(key, None)
+        if text is None:
+            text = self.render_row(key, width)
+        mark = 0 if index != self._cursor else (1 if self.has_focus else 2)
+        drawn = self._drawn.get(key)
+        if (
+            drawn is not None
+            and drawn.width == width
+            and drawn.mark == mark
+            and drawn.base_style == base_style
+            and drawn.text == text
+        ):
+            return drawn.strip
+        shown = text.copy()
+        shown.no_wrap = True
+        shown.truncate(width, overflow="ellipsis", pad=True)
+        if mark:
+            component = "row-list--cursor" if mark == 1 else "row-list--cursor-blurred"
+            shown.stylize(self.get_component_rich_style(component))
+        # The widget's own style goes under the row's, in one pass (Strip.apply_style would build a
+        # second strip per line).
+        strip = Strip(list(Segment.apply_style(shown.render(self.app.console), base_style)), width)
+        if len(self._drawn) >= _DRAWN_ROWS_PER_LINE * max(self.size.height, 1):
+            self._drawn.clear()
+        self._drawn[key] = _DrawnRow(text, width, mark, base_style, strip)
+        self.lines_rendered += 1
+        return strip
+
+    def notify_style_update(self) -> None:
+        # Theme or CSS changed: the component styles baked into the kept lines may be stale.
+        self._drawn.clear()
+        super().notify_style_update()
 
     # ----------------------------------------------------------------------------------------- movement
 

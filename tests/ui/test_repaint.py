@@ -1,0 +1,136 @@
+"""Repainting only what changed: the app's pacing, and row lists that redraw only the lines that differ.
+
+The dashboard's cost is its repaints (issue 4: 64 hosts x 8 GPUs within 8 % of a core), so these tests pin
+down what a repaint does: which lines are rendered again when one GPU changes or the cursor moves, when a
+big fleet collapses, and when the age timer adds a snapshot. They count work (lines rendered, snapshots
+taken); they never time it (timings live in benchmarks/bench_dashboard.py).
+"""
+
+from __future__ import annotations
+
+from tests.ui import scenario as sc
+from trainmon_tui.model import GpuSample
+from trainmon_tui.state.store import HostState, Store
+from trainmon_tui.ui.app import DEFAULT_REFRESH_HZ, MAX_REFRESH_HZ, TrainmonApp
+from trainmon_tui.ui.screens.dashboard import DashboardScreen
+from trainmon_tui.ui.widgets.fleet_view import AUTO_COLLAPSE_ROWS, FleetView
+
+WIDE = (160, 48)
+
+
+def _app(scenario: sc.Scenario, **kwargs: float | None) -> TrainmonApp:
+    kwargs.setdefault("age_refresh_s", None)
+    return TrainmonApp(scenario.source, title="scenario", clock=scenario.wall_clock, **kwargs)  # type: ignore[arg-type]
+
+
+def _fleet(app: TrainmonApp) -> FleetView:
+    screen = app.screen
+    assert isinstance(screen, DashboardScreen)
+    return screen.fleet
+
+
+def _drawn(fleet: FleetView, key: object) -> str:
+    """The row as it is on screen now (the line the widget hands Textual), not as it would render."""
+    index = fleet.row_keys.index(key) - fleet.scroll_offset.y
+    return fleet.render_line(index).text
+
+
+def test_the_normal_repaint_rate_is_one_hertz_and_never_more_than_two() -> None:
+    scenario = sc.build_scenario()
+    assert _app(scenario).refresh_hz == DEFAULT_REFRESH_HZ == 1.0
+    assert _app(scenario, refresh_hz=10.0).refresh_hz == MAX_REFRESH_HZ == 2.0
+
+
+async def test_a_change_to_one_gpu_repaints_its_row_and_its_host_row_only() -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        fleet = _fleet(app)
+        visible = min(fleet.size.height, len(fleet.row_keys))
+        assert visible > 10
+        before = fleet.lines_rendered
+        # Same store time: nothing but GPU 0 of the first host (and so its host's summary) changes.
+        scenario.store.apply_gpu(sc.UP_HOST, GpuSample(gpu=0, sm_pct=7.0), scenario.clock())
+        assert app.refresh_from_source() is True
+        await pilot.pause()
+        assert fleet.lines_rendered - before == 2
+        assert "   7% " in _drawn(fleet, ("gpu", sc.UP_HOST, 0))
+        assert "   7% " not in _drawn(fleet, ("gpu", sc.UP_HOST, 1))
+        # A snapshot with nothing new in the fleet repaints none of its lines.
+        before = fleet.lines_rendered
+        scenario.store.set_host_status(sc.DOWN_HOST, HostState.DOWN, sc.T_END, sc.DOWN_REASON)
+        app.refresh_from_source(force=True)
+        await pilot.pause()
+        assert fleet.lines_rendered == before
+
+
+async def test_moving_the_cursor_renders_the_two_rows_it_leaves_and_enters() -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        fleet = _fleet(app)
+        first, second = fleet.row_keys[0], fleet.row_keys[1]
+        before = fleet.lines_rendered
+        await pilot.press("j")
+        await pilot.pause()
+        assert fleet.cursor_key == second
+        assert fleet.lines_rendered - before == 2
+        # The cursor's highlight moved with it: the two lines differ in style, not in text.
+        cursor_style = fleet.get_component_rich_style("row-list--cursor")
+        assert any(
+            segment.style and segment.style.bgcolor == cursor_style.bgcolor for segment in _line(fleet, 1)
+        )
+        assert not any(
+            segment.style and segment.style.bgcolor == cursor_style.bgcolor for segment in _line(fleet, 0)
+        )
+        assert _drawn(fleet, first).startswith("▾ gpu-node-01")
+
+
+def _line(fleet: FleetView, y: int) -> list:  # type: ignore[type-arg]
+    return list(fleet.render_line(y))
+
+
+async def test_a_big_fleet_collapses_once_its_gpus_are_known_and_then_follows_the_person() -> None:
+    store = Store()
+    clock = sc.FakeClock(100.0)
+    hosts = [f"node-{index:02d}" for index in range(64)]
+    for host in hosts:
+        store.set_host_status(host, HostState.CONNECTING, 100.0)  # known from the config, no GPU yet
+    source = sc.ScenarioSource(store, clock)
+    app = TrainmonApp(source, title="big", clock=sc.build_scenario().wall_clock, age_refresh_s=None)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        fleet = _fleet(app)
+        assert len(fleet.row_keys) == 64 <= AUTO_COLLAPSE_ROWS and not fleet.collapsed
+        for host in hosts:
+            store.set_host_status(host, HostState.UP, 101.0)
+            for gpu in range(8):
+                store.apply_gpu(host, GpuSample(gpu=gpu, sm_pct=90.0), 101.0)
+        app.refresh_from_source()
+        await pilot.pause()
+        assert len(fleet.row_keys) == 64 and fleet.collapsed == set(hosts)
+        await pilot.press("l")  # the person opens the first host: later snapshots leave it open
+        store.apply_gpu(hosts[0], GpuSample(gpu=0, sm_pct=50.0), 102.0)
+        app.refresh_from_source()
+        await pilot.pause()
+        assert len(fleet.row_keys) == 72 and hosts[0] not in fleet.collapsed
+
+
+async def test_the_age_timer_adds_a_snapshot_only_when_nothing_was_shown_since_its_last_tick() -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario, age_refresh_s=5.0)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        taken = app.snapshots_taken
+        assert app.refresh_ages_if_quiet() is False  # the first paint was a snapshot
+        assert app.refresh_ages_if_quiet() is True and app.snapshots_taken == taken + 1
+        scenario.store.apply_gpu(sc.UP_HOST, GpuSample(gpu=1, sm_pct=50.0), scenario.clock())
+        assert app.refresh_from_source() is True
+        assert app.refresh_ages_if_quiet() is False and app.snapshots_taken == taken + 2
+        scenario.clock.advance(30.0)
+        assert app.refresh_ages_if_quiet() is True
+        await pilot.pause()
+        # 45 s at the end of the scenario, and 30 s later.
+        assert _drawn(_fleet(app), ("gpu", *sc.STALE_GPU)).rstrip().endswith("stale 75s")
