@@ -9,10 +9,11 @@ taken); they never time it (timings live in benchmarks/bench_dashboard.py).
 from __future__ import annotations
 
 from tests.ui import scenario as sc
+from trainmon_tui.analysis.alerts import Alert
 from trainmon_tui.model import GpuSample
-from trainmon_tui.state.store import HostState, Store
+from trainmon_tui.state.store import HostState, RunSnapshot, Store, StoreSnapshot
 from trainmon_tui.ui.app import DEFAULT_REFRESH_HZ, MAX_REFRESH_HZ, TrainmonApp
-from trainmon_tui.ui.screens.dashboard import DashboardScreen
+from trainmon_tui.ui.screens.dashboard import ALERTS_EVERY_S, CHART_EVERY_S, DashboardScreen
 from trainmon_tui.ui.widgets.fleet_view import AUTO_COLLAPSE_ROWS, FleetView
 
 WIDE = (160, 48)
@@ -134,3 +135,37 @@ async def test_the_age_timer_adds_a_snapshot_only_when_nothing_was_shown_since_i
         await pilot.pause()
         # 45 s at the end of the scenario, and 30 s later.
         assert _drawn(_fleet(app), ("gpu", *sc.STALE_GPU)).rstrip().endswith("stale 75s")
+
+
+async def test_health_is_judged_every_few_seconds_and_the_chart_redrawn_when_old_or_asked() -> None:
+    scenario = sc.build_scenario()
+    judged: list[float] = []
+
+    def provider(snapshot: StoreSnapshot) -> list[Alert]:
+        judged.append(snapshot.now)
+        return []
+
+    app = _app(scenario, alerts_provider=provider)  # type: ignore[arg-type]
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        drawn: list[float] = []
+        original = screen.chart.show
+
+        def counting_show(snapshot: StoreSnapshot | None, run: RunSnapshot | None) -> None:
+            drawn.append(-1.0 if snapshot is None else snapshot.now)
+            original(snapshot, run)
+
+        screen.chart.show = counting_show  # type: ignore[method-assign]
+        first = judged[-1]
+        for _ in range(11):
+            scenario.clock.advance(1.0)
+            screen.show_snapshot(scenario.store.snapshot(scenario.clock()))
+        # New data every second: health judged every ALERTS_EVERY_S, the chart redrawn every CHART_EVERY_S.
+        assert [t - first for t in judged[-3:]] == [0.0, ALERTS_EVERY_S, 2 * ALERTS_EVERY_S]
+        assert len(drawn) == 1 and drawn[0] - first == CHART_EVERY_S
+        # A key that changes the chart draws it at once.
+        await pilot.press("w")
+        await pilot.pause()
+        assert len(drawn) == 2

@@ -36,6 +36,12 @@ from trainmon_tui.ui.widgets.row_list import RowList
 from trainmon_tui.ui.widgets.runs_view import RunsView
 
 AlertsProvider = Callable[[StoreSnapshot], Sequence[Alert]]
+#: The health rules judge minutes of history: a verdict this old is still news (and costs a sixth of a
+#: repaint's time when taken every second; benchmarks/bench_dashboard.py).
+ALERTS_EVERY_S = 5.0
+#: A chart column of the shortest window (10 min) is about 6 s wide: redrawing it every second only moved
+#: the same lines, and plotext was the largest cost of a repaint. Keys and resizes redraw it at once.
+CHART_EVERY_S = 10.0
 #: Alerts about a host or its GPUs: Enter on one opens the host screen (the others open a log).
 HOST_ALERT_KINDS = frozenset(
     {"host_down", "host_stale", "gpus_unreadable", "gpu_idle", "memory_imbalance", "log_unreadable"}
@@ -146,6 +152,9 @@ class DashboardScreen(Screen[None]):
         self.filter_text = ""
         #: How many snapshots this screen drew (repaints), for tests and benchmarks.
         self.snapshots_shown = 0
+        # Store times of the last health judgement and chart drawing (None: not yet).
+        self._alerts_judged_at: float | None = None
+        self._chart_drawn_at: float | None = None
         # A snapshot can arrive before the panels exist; it is kept and drawn once they do.
         self._ready = False
 
@@ -196,28 +205,40 @@ class DashboardScreen(Screen[None]):
         if not self._ready:
             return
         self.snapshots_shown += 1
-        provider = self.alerts_provider or alerts_from_snapshot
-        self.alerts = tuple(provider(snapshot))
+        judged = self._alerts_judged_at
+        if judged is None or not 0 <= snapshot.now - judged < ALERTS_EVERY_S:
+            provider = self.alerts_provider or alerts_from_snapshot
+            self.alerts = tuple(provider(snapshot))
+            self._alerts_judged_at = snapshot.now
         self.fleet.show_snapshot(snapshot)
         self.runs.show_snapshot(snapshot)
         self.alerts_view.show_alerts(snapshot, self.alerts)
-        self._draw_chart()
+        self._draw_chart(periodic=True)
         self._draw_status()
 
     def _draw_status(self) -> None:
         status = self.query_one("#status", Static)
         # The padding takes a cell on each side; before the first layout the width is not known yet (0).
         width = status.size.width - 2 if status.size.width else None
-        status.update(status_line(self.title_text, self.snapshot, self.alerts, self.filter_text, width))
+        # One line of fixed height: a new text never changes the layout, so none is computed for it.
+        status.update(
+            status_line(self.title_text, self.snapshot, self.alerts, self.filter_text, width), layout=False
+        )
 
-    def _draw_chart(self) -> None:
+    def _draw_chart(self, *, periodic: bool = False) -> None:
+        """Draw the chart now; ``periodic`` (new data, no one asked): only if the last drawing is old."""
         chart = self.chart
-        if self.snapshot is None or not chart.display or chart.size.height == 0:
+        snapshot = self.snapshot
+        if snapshot is None or not chart.display or chart.size.height == 0:
             # A hidden chart costs nothing: it is drawn when it is shown.
             return
+        drawn = self._chart_drawn_at
+        if periodic and drawn is not None and 0 <= snapshot.now - drawn < CHART_EVERY_S:
+            return
+        self._chart_drawn_at = snapshot.now
         run_name = self.runs.run_of_cursor()
-        run = None if run_name is None else self.snapshot.runs.get(run_name)
-        chart.show(self.snapshot, run)
+        run = None if run_name is None else snapshot.runs.get(run_name)
+        chart.show(snapshot, run)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._draw_chart)
