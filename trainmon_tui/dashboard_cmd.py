@@ -23,21 +23,25 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from trainmon_tui.analysis.health import HealthMonitor
 from trainmon_tui.config import Config, ConfigError, load_config
-from trainmon_tui.demo import DemoCluster
 from trainmon_tui.report import RunHints
 from trainmon_tui.state.store import Store, StoreSnapshot
-from trainmon_tui.transport.fleet import DEFAULT_STOP_TIMEOUT_S, Fleet
 from trainmon_tui.ui.app import TrainmonApp
 from trainmon_tui.ui.widgets.alert_rows import PanelAlerts
+
+if TYPE_CHECKING:
+    # The collection side (asyncssh) is imported when collection starts, after the first frame.
+    from trainmon_tui.transport.fleet import Fleet
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 LOG_FILE_NAME = "dashboard.log"
+#: How long stopping may take before the connections are left to die with the process (as Fleet's default).
+STOP_TIMEOUT_S = 5.0
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -55,15 +59,29 @@ class StoreSource:
         *,
         store: Store | None = None,
         clock: Callable[[], float] = time.monotonic,
-        fleet_factory: Callable[..., Fleet] = Fleet,
-        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        fleet_factory: Callable[..., Fleet] | None = None,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
     ):
         self.store = store or Store()
         self.clock = clock
-        self.fleet = fleet_factory(config, self.store, clock=clock)
+        self.config = config
+        self._fleet_factory = fleet_factory
+        self._fleet: Fleet | None = None
         self.stop_timeout_s = stop_timeout_s
         self.stopped_cleanly = True
         self._started = False
+
+    @property
+    def fleet(self) -> Fleet:
+        """The collection, built on first use (so importing this module does not import asyncssh)."""
+        if self._fleet is None:
+            factory = self._fleet_factory
+            if factory is None:
+                from trainmon_tui.transport.fleet import Fleet  # noqa: PLC0415
+
+                factory = Fleet
+            self._fleet = factory(self.config, self.store, clock=self.clock)
+        return self._fleet
 
     @property
     def version(self) -> int:
@@ -119,7 +137,7 @@ def dashboard_title(config: Config) -> str:
 
 
 async def run_app(
-    config: Config, *, title: str | None = None, fleet_factory: Callable[..., Fleet] = Fleet
+    config: Config, *, title: str | None = None, fleet_factory: Callable[..., Fleet] | None = None
 ) -> tuple[int, bool]:
     """Run the dashboard on ``config`` until the user quits; (exit status, stopped cleanly)."""
     source = StoreSource(config, fleet_factory=fleet_factory)
@@ -140,6 +158,9 @@ async def run_app(
 async def run_demo_app() -> tuple[int, bool]:
     """The dashboard on the built-in simulated cluster: in-process SSH servers on loopback, collected by the
     same Fleet as real hosts (sessions that ignore the user's ~/.ssh/config and agent)."""
+    from trainmon_tui.demo import DemoCluster  # noqa: PLC0415
+    from trainmon_tui.transport.fleet import Fleet  # noqa: PLC0415
+
     async with DemoCluster() as cluster:
         fleet_factory = functools.partial(Fleet, session_factory=DemoCluster.session_factory)
         return await run_app(cluster.config, title="demo", fleet_factory=fleet_factory)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -112,3 +114,15 @@ def test_logs_go_to_the_xdg_state_file_never_to_stderr(tmp_path: Path) -> None:
 def test_title_names_the_hosts_file_or_this_machine() -> None:
     assert dashboard_title(Config.local_default()) == "this machine"
     assert dashboard_title(Config(hosts=(), runs=(), source="/etc/trainmon/hosts.yaml")) == "hosts.yaml"
+
+
+def test_the_dashboard_paints_before_it_imports_the_collection_side() -> None:
+    # asyncssh and the transport take a third of a second to import: they load when collection starts,
+    # after the first frame, not when the command module is imported.
+    code = (
+        "import sys, trainmon_tui.dashboard_cmd; "
+        "print(sorted(m for m in ('asyncssh', 'trainmon_tui.transport.fleet', 'trainmon_tui.demo') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

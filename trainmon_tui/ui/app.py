@@ -107,12 +107,17 @@ class TrainmonApp(App[int]):
 
     def on_mount(self) -> None:
         self.screen_change_signal.subscribe(self, self._on_screen_change)
-        self.run_worker(self.source.start(), name="start collection", exit_on_error=False)
+        # After the first frame: starting may import the whole collection side (asyncssh), which would
+        # otherwise hold the first paint back by a third of a second.
+        self.call_after_refresh(self._start_source)
         self.set_interval(1.0 / self.refresh_hz, self.refresh_from_source, name="repaint")
         if self.age_refresh_s is not None:
             self.set_interval(self.age_refresh_s, self.refresh_ages_if_quiet, name="ages")
         # The first paint shows whatever the source already holds, without waiting for the timer.
         self.call_after_refresh(self.refresh_from_source)
+
+    def _start_source(self) -> None:
+        self.run_worker(self.source.start(), name="start collection", exit_on_error=False)
 
     # ----------------------------------------------------------------------------------------- snapshots
 
