@@ -288,19 +288,25 @@ class _Integer(_Kind):
         return value
 
 
+def _finite_number(node: Node, key: str, what: str, ctx: _Context) -> tuple[float, ScalarNode]:
+    """A whole or decimal YAML number that is finite; ``what`` names it in errors ("number of seconds")."""
+    scalar = _scalar(node, frozenset({_INT, _FLOAT}), key, f"a {what}", ctx)
+    try:
+        if scalar.tag == _INT:
+            value = float(_SCALARS.construct_yaml_int(scalar))
+        else:
+            value = _SCALARS.construct_yaml_float(scalar)
+    except (ValueError, OverflowError):
+        ctx.fail(node, f"`{key}` must be a {what}, got {_show(str(scalar.value))}")
+    if not math.isfinite(value):
+        ctx.fail(node, f"`{key}` must be a finite {what}, got {scalar.value}")
+    return value, scalar
+
+
 @dataclass(frozen=True, slots=True)
 class _Seconds(_Kind):
     def convert(self, node: Node, key: str, ctx: _Context) -> float:
-        scalar = _scalar(node, frozenset({_INT, _FLOAT}), key, "a number of seconds", ctx)
-        try:
-            if scalar.tag == _INT:
-                value = float(_SCALARS.construct_yaml_int(scalar))
-            else:
-                value = _SCALARS.construct_yaml_float(scalar)
-        except (ValueError, OverflowError):
-            ctx.fail(node, f"`{key}` must be a number of seconds, got {_show(str(scalar.value))}")
-        if not math.isfinite(value):
-            ctx.fail(node, f"`{key}` must be a finite number of seconds, got {scalar.value}")
+        value, scalar = _finite_number(node, key, "number of seconds", ctx)
         if value <= 0:
             ctx.fail(node, f"`{key}` must be more than 0 seconds, got {scalar.value}")
         return value
@@ -321,16 +327,7 @@ class _Number(_Kind):
     maximum: float | None = None
 
     def convert(self, node: Node, key: str, ctx: _Context) -> float:
-        scalar = _scalar(node, frozenset({_INT, _FLOAT}), key, "a number", ctx)
-        try:
-            if scalar.tag == _INT:
-                value = float(_SCALARS.construct_yaml_int(scalar))
-            else:
-                value = _SCALARS.construct_yaml_float(scalar)
-        except (ValueError, OverflowError):
-            ctx.fail(node, f"`{key}` must be a number, got {_show(str(scalar.value))}")
-        if not math.isfinite(value):
-            ctx.fail(node, f"`{key}` must be a finite number, got {scalar.value}")
+        value, scalar = _finite_number(node, key, "number", ctx)
         if self.above is not None and value <= self.above:
             ctx.fail(node, f"`{key}` must be more than {self.above:g}, got {scalar.value}")
         if self.minimum is not None and value < self.minimum:
