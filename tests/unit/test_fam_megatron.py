@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import calendar
 import math
-import re
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.family_helpers import LOGS, engine_cleaned, physical_lines, read_fixture_lines
 from trainmon_tui.parsers.trainlog.base import Hit
 from trainmon_tui.parsers.trainlog.engine import parse_lines
 from trainmon_tui.parsers.trainlog.fam_megatron import FAMILIES, MegatronFamily
 
-LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 CORE_LOG = "megatron_lm_core_iteration_lm_loss_validation_checkpoint.txt"
 DEEPSPEED_FORK_LOG = "megatron_deepspeed_iteration_consumed_tokens_gradnorm_nan.txt"
-
-# What the engine removes before a family sees a line: a [rankN]: prefix and a timestamp at the very start.
-_ENGINE_PREFIX = re.compile(r"(?:\[rank\d+\]:)?(?:\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\]?\s*)?")
-
-
-def fixture_lines(subdir: str, name: str) -> list[str]:
-    return (LOGS / subdir / name).read_text(encoding="utf-8").splitlines()
-
-
-def engine_cleaned(line: str) -> str:
-    prefix = _ENGINE_PREFIX.match(line)
-    return line[prefix.end() :] if prefix else line
-
-
-def physical_lines(path: Path) -> list[str]:
-    """The file's lines as the engine reads them: split on newline only."""
-    lines = path.read_text(encoding="utf-8").split("\n")
-    return lines[:-1] if lines[-1] == "" else lines
 
 
 def hits_by_line(lines: list[str]) -> dict[int, Hit]:
@@ -55,7 +35,7 @@ def test_module_exports_the_family() -> None:
 
 
 def test_core_log_iterations_give_step_total_and_metrics() -> None:
-    lines = [engine_cleaned(line) for line in fixture_lines("megatron", CORE_LOG)]
+    lines = [engine_cleaned(line) for line in read_fixture_lines("megatron", CORE_LOG)]
     hits = hits_by_line(lines)
     iterations = [hit for hit in hits.values() if hit.total_steps is not None]
     assert [hit.step for hit in iterations] == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]
@@ -70,7 +50,7 @@ def test_core_log_iterations_give_step_total_and_metrics() -> None:
 
 
 def test_core_log_skipped_warmup_iteration_has_no_loss() -> None:
-    lines = [engine_cleaned(line) for line in fixture_lines("megatron", CORE_LOG)]
+    lines = [engine_cleaned(line) for line in read_fixture_lines("megatron", CORE_LOG)]
     first = hits_by_line(lines)[4]
     assert first.step == 10
     # fp16 loss-scale search: the line prints no lm loss and no grad norm, so neither is invented.
@@ -82,7 +62,7 @@ def test_core_log_skipped_warmup_iteration_has_no_loss() -> None:
 
 
 def test_core_log_validation_and_checkpoint_lines() -> None:
-    lines = [engine_cleaned(line) for line in fixture_lines("megatron", CORE_LOG)]
+    lines = [engine_cleaned(line) for line in read_fixture_lines("megatron", CORE_LOG)]
     hits = hits_by_line(lines)
     validation = hits[21]
     assert validation.step == 50
@@ -95,7 +75,7 @@ def test_core_log_validation_and_checkpoint_lines() -> None:
 
 
 def test_core_log_foreign_lines_are_not_read() -> None:
-    lines = [engine_cleaned(line) for line in fixture_lines("megatron", CORE_LOG)]
+    lines = [engine_cleaned(line) for line in read_fixture_lines("megatron", CORE_LOG)]
     hits = hits_by_line(lines)
     iteration_lines = {4, 11, 12, 13, 14, 23, 24, 25, 26, 27, 42, 43}
     assert set(hits) == iteration_lines | {21, 34, 36, 39}
@@ -105,7 +85,7 @@ def test_core_log_foreign_lines_are_not_read() -> None:
 
 
 def test_timestamp_read_when_the_engine_left_it() -> None:
-    raw = fixture_lines("megatron", CORE_LOG)
+    raw = read_fixture_lines("megatron", CORE_LOG)
     hit = MegatronFamily().parse(raw[10])
     assert hit is not None
     assert hit.step == 20
@@ -121,7 +101,7 @@ def test_timestamp_read_when_the_engine_left_it() -> None:
 
 
 def test_deepspeed_fork_lines_with_nan_grad_norm_and_no_loss() -> None:
-    hits = hits_by_line(fixture_lines("megatron", DEEPSPEED_FORK_LOG))
+    hits = hits_by_line(read_fixture_lines("megatron", DEEPSPEED_FORK_LOG))
     assert [hit.step for hit in hits.values()] == [5426, 5427, 5428]
     last = hits[3]
     assert last.total_steps == 250000
