@@ -13,8 +13,9 @@ Approaches, one after the other in the same run against the same servers:
 * **streams only** - the same two streams per host (``dmon``, ``tail -F``) read and thrown away unparsed: the
   floor that SSH transport alone costs, to tell it apart from parsing and storing;
 * **trainmon, GPU + logs** - the fleet with the GPU collector (one long-running ``dmon`` per host, every row
-  parsed and stored, plus the ``--query-gpu`` inventory every 60 s) and the log collector (``tail -F``, every
-  line parsed and stored, plus its file listing every 30 s) per host: exactly the brief's workload;
+  parsed and stored, plus the ``--query-gpu`` inventory every 5 min) and the log collector (``tail -F``, every
+  line parsed and stored, plus its file listing every 30 s, backing off to every 2 min while it stays the
+  same) per host: exactly the brief's workload;
 * **trainmon, all collectors** - the default plan, which also polls ``ps`` and ``--query-compute-apps``
   every 3 s per host (on loopback every fake host lists the whole machine's processes, several hundred).
   Every line of each listing is split to find the processes that matter (a run's pattern, GPU holders, their

@@ -592,7 +592,7 @@ def _place_burst(entry: _Run) -> None:
     that caught up - would all land on one instant and draw a vertical smear; when the lines carry log
     timestamps, the span they were printed over is known, so each value goes where it belongs relative to
     the newest line of its rank, which stays at its arrival time. A series never goes back in time: a value
-    that would land before its series' newest sample is written at that sample's time.
+    that would land before its series' newest sample is written at that sample's time (TieredSeries does it).
     """
     burst, entry.burst, entry.burst_since = entry.burst, [], None
     # Per rank: the newest log time and when it arrived, the anchor of that rank's lines.
@@ -607,9 +607,8 @@ def _place_burst(entry: _Run) -> None:
         anchor = anchors.get(metric.rank) if timestamp is not None else None
         if anchor is not None and timestamp is not None:
             t = min(arrived, anchor[1] - min(anchor[0] - timestamp, MAX_BACKFILL_S))
-        newest = metric.series.newest_t
-        if newest is not None and t < newest:
-            t = newest
+        # No clamp to the series' newest time here: the series does that as it writes, and asking for its
+        # newest time would write its queued rows one by one.
         metric.series.append(t, (value,))
 
 

@@ -126,7 +126,9 @@ class GpuCollector:
         clock: Callable[[], float] = time.monotonic,
         query_interval_s: float = 2.0,
         dmon_silence_s: float = 10.0,
-        inventory_interval_s: float = 60.0,
+        # What the inventory adds to dmon rows (memory total, UUID, name, power limit) changes only when
+        # someone reconfigures the GPU; each query is a process on the host and a channel here.
+        inventory_interval_s: float = 300.0,
         dmon_retry_s: float = 300.0,
         dmon_min_run_s: float = 30.0,
         failure_retry_s: float = 30.0,

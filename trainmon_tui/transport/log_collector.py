@@ -1,7 +1,8 @@
 """Follow one run's training logs on one host: find the files, tail them, parse each line into the store.
 
 A :class:`LogCollector` lists the files the run's ``logs`` patterns match *on the host*, every
-``rescan_interval_s`` (new rank files appear while a run starts), and follows each with ``tail -F``, which
+``rescan_interval_s`` while the listing changes (new rank files appear while a run starts) and less often,
+up to every ``rescan_max_interval_s``, while it stays the same; it follows each file with ``tail -F``, which
 keeps following a log through rotation and truncation. Every line goes through the file's own
 :class:`~trainmon_tui.parsers.trainlog.engine.LogParser` (its default rank taken from the file name) into
 :meth:`Store.apply_record` / :meth:`Store.apply_event`. Patterns that match nothing, files it may not read and
@@ -56,6 +57,9 @@ ANCHOR_LINES = 3
 LIST_TIMEOUT_S = 20.0
 #: Pause after losing the host before waiting for it again: the session needs a moment to notice the loss.
 RETRY_DELAY_S = 1.0
+#: How much longer than ``rescan_interval_s`` a listing that keeps coming back the same may wait, at most:
+#: ``tail -F`` follows rotation and truncation itself, so a steady run needs the listing only for new files.
+RESCAN_BACKOFF_MAX = 4
 #: Files a host stopped following whose progress is kept for whoever follows them next.
 MAX_HANDOVERS = 1024
 #: ``$0`` of the listing script: names it in ``ps`` and in the shell's own error messages.
@@ -447,11 +451,19 @@ class LogCollector:
         clock: Callable[[], float] = time.monotonic,
         claims: FileClaims,
         rescan_interval_s: float = 30.0,
+        rescan_max_interval_s: float | None = None,
         max_streams: int = DEFAULT_MAX_STREAMS,
         retry_delay_s: float = RETRY_DELAY_S,
     ) -> None:
+        """``rescan_max_interval_s``: the longest wait between listings once they keep coming back the same
+        (the wait doubles from ``rescan_interval_s`` after each unchanged one; default
+        :data:`RESCAN_BACKOFF_MAX` times ``rescan_interval_s``)."""
         if rescan_interval_s <= 0:
             raise ValueError("rescan_interval_s must be positive")
+        if rescan_max_interval_s is None:
+            rescan_max_interval_s = RESCAN_BACKOFF_MAX * rescan_interval_s
+        if rescan_max_interval_s < rescan_interval_s:
+            raise ValueError("rescan_max_interval_s must be at least rescan_interval_s")
         if max_streams < 1:
             raise ValueError("max_streams must be at least 1")
         self._runner = runner
@@ -461,6 +473,9 @@ class LogCollector:
         self._clock = clock
         self._claims = claims
         self._rescan_interval_s = rescan_interval_s
+        self._rescan_max_interval_s = rescan_max_interval_s
+        # What the last listing found, sizes left out (a followed log grows between any two listings).
+        self._last_listing: tuple[tuple[FileIdentity, ...], tuple[str, ...]] | None = None
         self._max_streams = max_streams
         self._retry_delay_s = retry_delay_s
         self._extra_metrics = tuple((metric.name, metric.pattern.pattern) for metric in run.metrics)
@@ -500,11 +515,14 @@ class LogCollector:
     async def _collect(self) -> None:
         self._stop_reason = None
         self._wake.clear()
+        self._last_listing = None
+        interval = self._rescan_interval_s
         while True:
-            await self._rescan()
+            changed = await self._rescan()
             self._raise_stop_reason()
+            interval = self._rescan_interval_s if changed else min(2 * interval, self._rescan_max_interval_s)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._rescan_interval_s):
+                async with asyncio.timeout(interval):
                     await self._wake.wait()
             self._raise_stop_reason()
 
@@ -531,11 +549,19 @@ class LogCollector:
             return None
         return parse_listing(result.stdout, patterns)
 
-    async def _rescan(self) -> None:
+    async def _rescan(self) -> bool:
+        """List the files and follow what it found; False when the listing is the same as the last one."""
         delivered = {path: followed.progress.delivered_bytes for path, followed in self._files.items()}
         listing = await self._list()
         if listing is None:
-            return
+            self._last_listing = None
+            return True
+        found = (tuple(listed.identity for listed in listing.files), listing.problems)
+        # A failed tail is retried at the next listing: it must not wait the longer interval.
+        changed = found != self._last_listing or any(
+            group.task is None or group.task.done() for group in self._groups
+        )
+        self._last_listing = found
         for group in self._groups:
             # A tail that has run through a whole rescan interval has recovered from whatever failed before.
             if group.task is not None and not group.task.done():
@@ -543,6 +569,7 @@ class LogCollector:
         wanted = self._claim(listing.files, delivered)
         await self._regroup(wanted)
         self._set_listing_problems(listing.problems)
+        return changed
 
     def _claim(self, files: Iterable[ListedFile], delivered: dict[str, int]) -> list[str]:
         """Update claims from a listing; returns the paths to follow, in listing order. ``delivered``: each
