@@ -876,3 +876,67 @@ def test_collector_rejects_bad_settings() -> None:
         make_collector(FakeRunner("n"), Store(), run_config("/x"), max_streams=0)
     with pytest.raises(ValueError, match="rescan_interval_s"):
         make_collector(FakeRunner("n"), Store(), run_config("/x"), rescan_interval_s=0)
+
+
+class TimedRunner(FakeRunner):
+    """Remembers when each listing started and ended (loop time)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.spans: list[tuple[float, float]] = []
+
+    async def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await super().run(argv, timeout)
+        finally:
+            self.spans.append((started, loop.time()))
+
+    def waits(self) -> list[float]:
+        """The pauses between one listing's end and the next one's start."""
+        return [after[0] - before[1] for before, after in itertools.pairwise(self.spans)]
+
+
+async def test_listings_come_less_often_while_nothing_changes_and_at_once_again_after_a_change(
+    tmp_path: Path, running: StartFn
+) -> None:
+    write(tmp_path / "rank0.log", [])
+    runner, store = TimedRunner("node-0"), Store()
+    collector = LogCollector(
+        runner,
+        store,
+        runner.name,
+        run_config(str(tmp_path / "rank*.log")),
+        clock=FakeClock(),
+        claims=FileClaims(),
+        rescan_interval_s=0.1,
+        rescan_max_interval_s=0.8,
+    )
+    running(collector)
+    # Unchanged listings: the pause doubles, 0.1 -> 0.2 -> 0.4 -> 0.8, and stays at the ceiling.
+    await until(lambda: len(runner.spans) >= 6, timeout=10.0)
+    waits = runner.waits()
+    assert waits[0] < 0.4, waits
+    assert waits[2] >= 0.35, waits
+    assert waits[3] >= 0.75, waits
+    assert 0.75 <= waits[4] < 1.6, waits
+    # A new rank file: found at the next listing, and the one after it comes at the short interval again.
+    write(tmp_path / "rank1.log", [])
+    seen = len(runner.spans)
+    await until(lambda: len(collector.following) == 2, timeout=10.0)
+    await until(lambda: len(runner.spans) >= seen + 2, timeout=10.0)
+    assert runner.waits()[seen] < 0.5, runner.waits()
+
+
+def test_the_longest_listing_interval_is_not_shorter_than_the_first() -> None:
+    with pytest.raises(ValueError, match="rescan_max_interval_s"):
+        LogCollector(
+            FakeRunner("n"),
+            Store(),
+            "n",
+            run_config("/x"),
+            claims=FileClaims(),
+            rescan_interval_s=1.0,
+            rescan_max_interval_s=0.5,
+        )

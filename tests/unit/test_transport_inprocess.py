@@ -87,6 +87,14 @@ async def _count(process: asyncssh.SSHServerProcess[bytes], argv: list[str]) -> 
     return 0
 
 
+async def _tick(process: asyncssh.SSHServerProcess[bytes], argv: list[str]) -> int:
+    # A line every argv[2] seconds, argv[1] of them: a host printing as dmon does.
+    for number in range(int(argv[1])):
+        process.stdout.write(f"{number}\n".encode())
+        await asyncio.sleep(float(argv[2]))
+    return 0
+
+
 class FakeHost:
     """An in-process SSH server; counts the channels it has open, like sshd's MaxSessions would."""
 
@@ -105,6 +113,7 @@ class FakeHost:
             "fail": _fail,
             "spew": _spew,
             "count": _count,
+            "tick": _tick,
             "block": self._block,
         }
         self.client_key_path = tmp_path / "id_client"
@@ -693,3 +702,29 @@ async def test_a_broken_status_listener_does_not_stop_the_session(fake_host: Fak
 
     async with HostSession(fake_host.params(), on_status=broken) as session:
         assert (await run(session, ["lines", "ok"], timeout=5)).stdout == "ok\n"
+
+
+async def test_keepalive_is_off_while_a_stream_brings_data_and_back_on_when_it_stops(
+    fake_host: FakeHost,
+) -> None:
+    # asyncssh re-arms its keepalive timer on every packet; while output flows the session turns it off.
+    calls: list[tuple[float, int | None]] = []
+    async with HostSession(fake_host.params(keepalive_interval_s=0.2, keepalive_count_max=2)) as session:
+        conn = await session.wait_up(5.0)
+        set_keepalive = conn.set_keepalive
+
+        def recording(interval: float | str | None = None, count_max: int | None = None) -> None:
+            assert isinstance(interval, (int, float))
+            calls.append((interval, count_max))
+            set_keepalive(interval, count_max)
+
+        conn.set_keepalive = recording  # type: ignore[method-assign]
+        async with open_stream(session, ["tick", "20", "0.05"]) as stream:
+            lines = [line async for line in stream]
+        assert len(lines) == 20
+        assert session.traffic.packets >= 20
+        assert calls and calls[0] == (0, None)  # off while the lines came
+        async with asyncio.timeout(5.0):
+            while len(calls) < 2:
+                await asyncio.sleep(0.05)
+        assert calls[:2] == [(0, None), (0.2, 2)]  # on again once a check found nothing new

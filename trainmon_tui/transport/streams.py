@@ -38,6 +38,7 @@ from trainmon_tui.transport.session import (
     CHANNEL_CLOSE_WAIT_S,
     DownReason,
     HostSession,
+    TrafficMeter,
     TransportError,
     classify_error,
 )
@@ -234,8 +235,15 @@ def shared_delivery_ticks(interval_s: float) -> DeliveryTicks:
 class _LineOutput(_Output):
     """A long-running command's stdout split into lines as packets arrive, and the tail of its stderr."""
 
-    def __init__(self, splitter: LineSplitter, stderr_tail_bytes: int, ticks: DeliveryTicks | None) -> None:
+    def __init__(
+        self,
+        splitter: LineSplitter,
+        stderr_tail_bytes: int,
+        ticks: DeliveryTicks | None,
+        traffic: TrafficMeter | None = None,
+    ) -> None:
         super().__init__()
+        self._traffic = traffic
         self.lines: deque[str] = deque()
         self.stderr = bytearray()
         self.eof = False
@@ -248,6 +256,8 @@ class _LineOutput(_Output):
         self._paused = False
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._traffic is not None:
+            self._traffic.packets += 1
         if datatype == EXTENDED_DATA_STDERR:
             self.stderr += data
             del self.stderr[: max(0, len(self.stderr) - self._stderr_tail_bytes)]
@@ -398,8 +408,9 @@ class RemoteStream:
         try:
             conn = await self._stack.enter_async_context(self._session.channel(self._open_timeout))
             ticks = shared_delivery_ticks(self._delivery_tick_s) if self._delivery_tick_s else None
+            traffic = self._session.traffic
             channel, output = await _open_channel(
-                conn, self.argv, lambda: _LineOutput(self._splitter, self._stderr_tail_bytes, ticks)
+                conn, self.argv, lambda: _LineOutput(self._splitter, self._stderr_tail_bytes, ticks, traffic)
             )
             self._stack.push_async_callback(_close_channel, channel)
         except BaseException:
