@@ -431,3 +431,14 @@ def test_rows_read_back_the_numbers_they_hold(rows: list[list[str]], extra: str)
         assert sample.fb_used_mib is None and sample.sm_clock_mhz is None
         if extra:
             assert sample.extra["bar1"] is None
+
+
+def test_a_row_sample_is_the_frozen_sample_its_fields_make() -> None:
+    # dmon builds samples by writing their slots (cheaper than the frozen dataclass's __init__): the result
+    # must be indistinguishable from GpuSample(...) and stay frozen.
+    for sample in parse_dmon(read("dmon_s_pucm_blackwell_4gpu_driver595.txt")):
+        values = tuple(getattr(sample, field.name) for field in dataclasses.fields(GpuSample))
+        assert sample == GpuSample(*values)
+        assert repr(sample) == repr(GpuSample(*values))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            sample.sm_pct = 1.0  # type: ignore[misc]

@@ -18,6 +18,8 @@ import operator
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
+from itertools import repeat
 from types import MappingProxyType
 
 from trainmon_tui.model import GpuSample
@@ -435,10 +437,25 @@ class DmonParser:
         values.append(None)
         sm, mem, fb, pwr, gtemp, mtemp, pclk, mclk = layout.sample_fields(values)
         fb_total, power_limit, uuid, name = self._inventory.get(gpu, _NOT_KNOWN)
-        # Positional: keywords cost half of the whole construction, and this runs for every GPU every second.
         # The order is GpuSample's field order (tests/unit/test_dmon.py checks every field by name).
-        return GpuSample(
-            gpu, sm, mem, fb, fb_total, pwr, power_limit, gtemp, mtemp, pclk, mclk, uuid, name, printed, extra
+        return _gpu_sample(
+            (
+                gpu,
+                sm,
+                mem,
+                fb,
+                fb_total,
+                pwr,
+                power_limit,
+                gtemp,
+                mtemp,
+                pclk,
+                mclk,
+                uuid,
+                name,
+                printed,
+                extra,
+            )
         )
 
     @staticmethod
@@ -454,6 +471,22 @@ class DmonParser:
                 return None
             printed.append(tokens[layout.time_at])
         return " ".join(printed)
+
+
+# GpuSample is a frozen dataclass: its __init__ sets each of its 15 fields through object.__setattr__, which
+# is half the cost of reading a dmon row. A row's sample is built by writing its slots directly instead, with
+# one C-level map over the slot descriptors (equal to GpuSample(*values); tests/unit/test_dmon.py checks it).
+_GPU_SAMPLE_SLOTS = tuple(GpuSample.__dict__[field.name] for field in dataclass_fields(GpuSample))
+_SET_SLOT = type(_GPU_SAMPLE_SLOTS[0]).__set__
+_new_object = object.__new__
+
+
+def _gpu_sample(values: tuple[object, ...]) -> GpuSample:
+    """``GpuSample(*values)`` with every field given, without the frozen dataclass's per-field setattr."""
+    sample: GpuSample = _new_object(GpuSample)
+    # Every __set__ returns None, so any() runs the map to its end.
+    any(map(_SET_SLOT, _GPU_SAMPLE_SLOTS, repeat(sample), values))
+    return sample
 
 
 def parse_dmon(text: str) -> list[GpuSample]:

@@ -514,6 +514,12 @@ def _rank_order(rank: int | None) -> int:
     return -1 if rank is None else rank
 
 
+# One record's metric values waiting for their series: (the metrics, their values, rank, log time, arrival).
+_BurstRecord = tuple[tuple["_Metric", ...], tuple[float, ...], int | None, float | None, float]
+# A run's cache of metric groups (a rank and the metric names of one line shape) is emptied beyond this size.
+_MAX_METRIC_GROUPS = 512
+
+
 class _Run:
     __slots__ = (
         "burst",
@@ -525,6 +531,7 @@ class _Run:
         "events_stamp",
         "last_line_t",
         "log_status",
+        "metric_groups",
         "metrics",
         "name",
         "rank_order",
@@ -537,13 +544,15 @@ class _Run:
         self.ranks: dict[int | None, _Rank] = {}
         self.rank_order: list[int | None] = []
         self.metrics: dict[tuple[int | None, str], _Metric] = {}
+        # (rank, metric names in a record's order) -> those metrics: a log prints the same few line shapes.
+        self.metric_groups: dict[tuple[int | None, tuple[str, ...]], tuple[_Metric, ...]] = {}
         self.events: deque[EventEntry] = deque(maxlen=events_capacity)
         self.events_stamp = 0
         self.events_cache: tuple[tuple[EventEntry, ...], int] = ((), 0)
         self.last_line_t: float | None = None
         self.log_status: Mapping[str, LogStatus] = _NO_LOG_STATUS
-        # Metric values that arrived together, not yet in their series: (metric, value, log time, arrival).
-        self.burst: list[tuple[_Metric, float, float | None, float]] = []
+        # Metric values that arrived together, not yet in their series, a record at a time.
+        self.burst: list[_BurstRecord] = []
         self.burst_since: float | None = None
         self.stamp = 0
         self.cached: RunSnapshot | None = None
@@ -597,19 +606,20 @@ def _place_burst(entry: _Run) -> None:
     burst, entry.burst, entry.burst_since = entry.burst, [], None
     # Per rank: the newest log time and when it arrived, the anchor of that rank's lines.
     anchors: dict[int | None, tuple[float, float]] = {}
-    for metric, _, timestamp, arrived in burst:
+    for _, _, rank, timestamp, arrived in burst:
         if timestamp is not None:
-            anchor = anchors.get(metric.rank)
+            anchor = anchors.get(rank)
             if anchor is None or timestamp >= anchor[0]:
-                anchors[metric.rank] = (timestamp, arrived)
-    for metric, value, timestamp, arrived in burst:
+                anchors[rank] = (timestamp, arrived)
+    for metrics, values, rank, timestamp, arrived in burst:
         t = arrived
-        anchor = anchors.get(metric.rank) if timestamp is not None else None
-        if anchor is not None and timestamp is not None:
+        if timestamp is not None:
+            anchor = anchors[rank]
             t = min(arrived, anchor[1] - min(anchor[0] - timestamp, MAX_BACKFILL_S))
         # No clamp to the series' newest time here: the series does that as it writes, and asking for its
         # newest time would write its queued rows one by one.
-        metric.series.append(t, (value,))
+        for metric, value in zip(metrics, values, strict=True):
+            metric.series.append(t, (value,))
 
 
 class Store:
@@ -790,20 +800,33 @@ class Store:
                 _place_burst(entry)
                 entry.burst_since = now
                 self._bursting.append(entry)
-        timestamp = record.timestamp
-        for name, value in record.metrics.items():
-            key = (record.rank, name)
-            metric = entry.metrics.get(key)
-            if metric is None:
-                series = TieredSeries((name,), typecode="d", layout=self._metric_layout)
-                metric = _Metric(record.rank, name, series)
-                entry.metrics[key] = metric
-            entry.burst.append((metric, value, timestamp, now))
-            metric.last = value
-            metric.last_t = now
-            metric.stamp = stamp
+            group_key = (record.rank, tuple(record.metrics))
+            metrics = entry.metric_groups.get(group_key)
+            if metrics is None:
+                metrics = self._metric_group(entry, record.rank, group_key[1])
+            values = tuple(record.metrics.values())
+            entry.burst.append((metrics, values, record.rank, record.timestamp, now))
+            for metric, value in zip(metrics, values, strict=True):
+                metric.last = value
+                metric.last_t = now
+                metric.stamp = stamp
         entry.last_line_t = now
         entry.stamp = stamp
+
+    def _metric_group(self, entry: _Run, rank: int | None, names: tuple[str, ...]) -> tuple[_Metric, ...]:
+        """The metrics ``names`` of ``rank`` (created where new), remembered for the next record alike."""
+        group: list[_Metric] = []
+        for name in names:
+            metric = entry.metrics.get((rank, name))
+            if metric is None:
+                series = TieredSeries((name,), typecode="d", layout=self._metric_layout)
+                metric = _Metric(rank, name, series)
+                entry.metrics[(rank, name)] = metric
+            group.append(metric)
+        if len(entry.metric_groups) >= _MAX_METRIC_GROUPS:
+            entry.metric_groups.clear()
+        entry.metric_groups[(rank, names)] = metrics = tuple(group)
+        return metrics
 
     def apply_event(
         self, run: str, host: str, event: LogEvent, now: float, *, path: str | None = None
