@@ -518,3 +518,50 @@ async def test_a_process_that_starts_holding_a_gpu_is_listed_in_the_same_poll(
     assert listed[server].cpu_pct == 99.0
     # Listing it read no environment: the run's pattern picks whose environment is read, not the GPU.
     assert runner.calls_of("grep") == [environ_grep_argv([RANK0, RANK1, RANK2, WORKER_A, WORKER_B])]
+
+
+def apps_for_ranks(*pids: int) -> str:
+    """Compute-apps rows: each pid holding one GPU of the Blackwell capture, in the collector's order."""
+    uuids = [sample.uuid for sample in blackwell_gpus()]
+    rows = {"gpu_uuid": "", "pid": "", "process_name": "python3", "used_memory": "40000"}
+    lines = []
+    for pid, uuid in zip(pids, uuids, strict=False):
+        rows.update(pid=str(pid), gpu_uuid=str(uuid))
+        lines.append(", ".join(rows[field] for field in QUERY_APPS_FIELDS))
+    return "\n".join(lines) + "\n"
+
+
+async def test_compute_apps_run_again_only_when_the_processes_change_or_the_refresh_is_due(
+    store: Store, clock: FakeClock
+) -> None:
+    for sample in blackwell_gpus():
+        store.apply_gpu(HOST, sample, clock())
+    runner = ScriptedRunner()
+    runner.script("ps", ok(ALIVE))
+    runner.script("nvidia-smi", ok(apps_for_ranks(RANK0, RANK1, RANK2)))
+    runner.script("grep", ok(ALIVE_ENVIRON))
+    poller = collector(runner, store, clock)
+    await poller.poll()
+    assert dict(host(store, clock).gpu_of_pid) == {RANK0: (0,), RANK1: (1,), RANK2: (2,)}
+    # The same processes poll after poll: the answer cannot have changed, so it is not asked again...
+    for _ in range(4):
+        clock.now += 3.0
+        await poller.poll()
+    assert len(runner.calls_of("nvidia-smi")) == 1
+    # ... until the refresh is due (15 s after the answer).
+    clock.now += 3.0
+    await poller.poll()
+    assert len(runner.calls_of("nvidia-smi")) == 2
+    # A rank ends (its line leaves the listing): asked at once, and the mapping follows.
+    without_rank2 = "\n".join(
+        line for line in ALIVE.splitlines() if not line.lstrip().startswith(f"{RANK2} ")
+    )
+    runner.script("ps", ok(without_rank2 + "\n"))
+    runner.script("nvidia-smi", ok(apps_for_ranks(RANK0, RANK1)))
+    clock.now += 3.0
+    await poller.poll()
+    assert len(runner.calls_of("nvidia-smi")) == 3
+    assert dict(host(store, clock).gpu_of_pid) == {RANK0: (0,), RANK1: (1,)}
+    clock.now += 3.0
+    await poller.poll()
+    assert len(runner.calls_of("nvidia-smi")) == 3

@@ -10,7 +10,11 @@ Every ``interval_s`` a :class:`ProcessCollector` runs, through its :class:`Comma
    memory at the previous poll.
 3. ``nvidia-smi --query-compute-apps`` (:data:`~trainmon_tui.parsers.smi_csv.QUERY_APPS_ARGV`): GPU <-> pid,
    handed to ``store.apply_compute_apps``, which maps GPU UUIDs to indexes from the GPUs it knows. It runs
-   after the listing is stored, so a hanging nvidia-smi cannot hold the listing back. When it fails the
+   after the listing is stored, so a hanging nvidia-smi cannot hold the listing back. It runs when the
+   processes that matter changed since its last answer (one started, one ended, a GPU holder left the
+   listing) and otherwise every ``apps_refresh_s``: a steady run's GPU holders stay put, and each query is a
+   channel and a process on the host. A process no run's pattern names is thus seen holding a GPU at most
+   ``apps_refresh_s`` after it starts to. When it fails the
    mapping is emptied (once) and tried again after ``apps_retry_s``; the host is not marked as failing,
    because the GPUs' own state is the GPU collector's business.
 
@@ -69,6 +73,8 @@ DEFAULT_INTERVAL_S = 3.0
 DEFAULT_COMMAND_TIMEOUT_S = 10.0
 #: After a failed --query-compute-apps, how long to wait before trying it again.
 DEFAULT_APPS_RETRY_S = 30.0
+#: Longest time between --query-compute-apps runs while the processes that matter stay the same.
+DEFAULT_APPS_REFRESH_S = 15.0
 #: Environments read per poll at most; the rest are read on the next polls (each is read only once).
 MAX_ENVIRON_PIDS_PER_POLL = 512
 
@@ -214,9 +220,13 @@ class ProcessCollector:
         interval_s: float = DEFAULT_INTERVAL_S,
         command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
         apps_retry_s: float = DEFAULT_APPS_RETRY_S,
+        apps_refresh_s: float = DEFAULT_APPS_REFRESH_S,
     ) -> None:
-        if not interval_s > 0 or not command_timeout_s > 0 or apps_retry_s < 0:
-            raise ValueError("interval_s and command_timeout_s must be positive, apps_retry_s not negative")
+        if not interval_s > 0 or not command_timeout_s > 0 or apps_retry_s < 0 or apps_refresh_s < 0:
+            raise ValueError(
+                "interval_s and command_timeout_s must be positive, apps_retry_s and apps_refresh_s not "
+                "negative"
+            )
         self._runner = runner
         self._store = store
         self._host = host
@@ -225,6 +235,10 @@ class ProcessCollector:
         self._interval_s = interval_s
         self._command_timeout_s = command_timeout_s
         self._apps_retry_s = apps_retry_s
+        self._apps_refresh_s = apps_refresh_s
+        # When compute apps last answered, and the pids stored after that poll (None: never answered).
+        self._apps_answered_at: float | None = None
+        self._apps_saw_pids: frozenset[int] | None = None
         self._memories = {run.name: RankMemory() for run in self._runs}
         self._patterns = tuple(run.process for run in self._runs if run.process is not None)
         # Ranks of the last poll, every pid of the last listing, and those of it that were stored.
@@ -282,11 +296,13 @@ class ProcessCollector:
         if listing is not None:
             await self._store_processes(listing, now)
         # Last: a hanging nvidia-smi (a wedged driver) must not hold the process listing back.
-        await self._poll_compute_apps(now)
+        answered = await self._poll_compute_apps(now)
         if listing is not None and (self._gpu_pids & self._listed_pids) - self._stored_pids:
             # A process just started holding GPU memory: it is listed from now on (its environment is read
             # at the next poll, as for any GPU holder).
             await self._store_processes(listing, now, read_environ=False)
+        if answered:
+            self._apps_saw_pids = self._stored_pids
 
     async def _store_processes(self, listing: str, now: float, *, read_environ: bool = True) -> None:
         known = self._gpu_pids | self._environ_read.keys() | self._rank_pids
@@ -319,10 +335,21 @@ class ProcessCollector:
         except (ChannelRefusedError, OutputTooLargeError, OSError) as exc:
             return _Outcome(None, clean_remote_text(str(exc)) or type(exc).__name__)
 
-    async def _poll_compute_apps(self, now: float) -> None:
-        """Store which pid holds which GPU, and remember the pids; empty when unknown."""
+    def _apps_may_have_changed(self, now: float) -> bool:
+        """Whether GPU holders can have changed since compute apps last answered (module docstring, 3)."""
+        return (
+            self._apps_answered_at is None
+            or now - self._apps_answered_at >= self._apps_refresh_s
+            or self._stored_pids != self._apps_saw_pids
+            or not self._gpu_pids <= self._listed_pids
+        )
+
+    async def _poll_compute_apps(self, now: float) -> bool:
+        """Store which pid holds which GPU, and remember the pids; empty when unknown. True if it answered."""
         if self._apps_retry_at is not None and now < self._apps_retry_at:
-            return
+            return False
+        if not self._apps_may_have_changed(now):
+            return False
         outcome = await self._attempt(QUERY_APPS_ARGV)
         problem = outcome.problem
         if problem is None and outcome.result is not None and outcome.result.exit_status != 0:
@@ -334,12 +361,15 @@ class ProcessCollector:
             self._apps_retry_at = None
             self._apps_cleared = False
             self._gpu_pids = frozenset(app.pid for app in apps)
-            return
+            self._apps_answered_at = now
+            return True
         self._apps_retry_at = now + self._apps_retry_s
+        self._apps_answered_at = None
         self._gpu_pids = frozenset()
         if not self._apps_cleared:
             self._store.apply_compute_apps(self._host, [], now)
             self._apps_cleared = True
+        return False
 
     async def _environ_ranks(self, processes: Sequence[ProcInfo], gpu_pids: frozenset[int]) -> dict[int, int]:
         """pid -> rank from the environments of the listed processes, reading only those not read before."""
