@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from trainmon_tui.model import ProcInfo
 
@@ -155,6 +156,9 @@ def _basename(word: str) -> str:
     return word.rstrip("/").rpartition("/")[2]
 
 
+# Memoised: a host's processes keep their command lines, and every ps poll asks about each of them several
+# times (is it a launcher, never a rank); reading one means splitting the whole line.
+@lru_cache(maxsize=8192)
 def program_of(command: str) -> Program:
     """Read the executable, and for Python the module or script, off a ps command line.
 

@@ -43,6 +43,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from trainmon_tui.analysis.ranks import (
@@ -180,9 +181,14 @@ def _is_own_ps(process: ProcInfo) -> bool:
     return process.command == PS_COMMAND or process.command.endswith(f"{WRAPPER_NAME} {PS_COMMAND}")
 
 
+# Memoised for the same reason as ranks.program_of: the same command lines come back every poll, and
+# making one inert and masking its secrets runs a dozen regular expressions over it.
+_clean_command = lru_cache(maxsize=8192)(clean_remote_text)
+
+
 def _cleaned(process: ProcInfo) -> ProcInfo:
-    command = clean_remote_text(process.command)
-    return process if command is process.command else replace(process, command=command)
+    command = _clean_command(process.command)
+    return process if command == process.command else replace(process, command=command)
 
 
 def _failure(program: str, result: CommandResult) -> str:
