@@ -18,6 +18,12 @@ shared box the second moves less):
 * the parser alone (the same blocks through ``feed_block``, nothing encoded);
 * ``parse-log`` without ``--json`` (the per-rank text summary).
 
+With ``--before DIR`` (a copy of the package at an earlier commit, e.g. ``git archive REV trainmon_tui | tar
+-x -C DIR``), the same three paths of that copy and of the working tree run side by side in this process,
+interleaved, and their medians are compared. Last but one come the costs of the C-level steps every record
+needs whatever the Python around them (a float parsed and printed back, a metrics dict, a LogRecord), which
+bound what any engine in Python can reach on this machine.
+
 Then the real command runs once end to end (``trainmon-tui parse-log FILE --json > /dev/null`` as a
 subprocess: interpreter start, imports and all), timed by the wall clock. The machine's load average is
 printed before and after: the box is shared, and the numbers mean little without it. Last comes the parser's
@@ -27,6 +33,7 @@ time per line for each fixture folder alone (one log family each), so a slow fam
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import statistics
@@ -35,6 +42,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +196,107 @@ def _interleaved_medians(
     }
 
 
+def _load_package(root: Path) -> tuple[ModuleType, ModuleType]:
+    """parselog_cmd and the engine of the trainmon_tui package under ``root``, imported afresh (the modules
+    already imported keep working: their functions hold their own globals)."""
+    for name in [name for name in sys.modules if name == "trainmon_tui" or name.startswith("trainmon_tui.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    try:
+        command = importlib.import_module("trainmon_tui.parselog_cmd")
+        engine = importlib.import_module("trainmon_tui.parsers.trainlog.engine")
+    finally:
+        sys.path.remove(str(root))
+    return command, engine
+
+
+def _paths_of(command: ModuleType, engine: ModuleType) -> dict[str, Callable[[Path], Outcome]]:
+    def as_json(path: Path) -> Outcome:
+        with open(os.devnull, "w", encoding="utf-8") as sink:
+            command.write_json(str(path), sink)
+        return Outcome(0)
+
+    def parser_alone(path: Path) -> Outcome:
+        parser = engine.LogParser()
+        for lines in command.iter_log_blocks(command.open_log(str(path)), str(path)):
+            parser.feed_block(lines)
+        parser.finish()
+        return Outcome(0)
+
+    def as_text(path: Path) -> Outcome:
+        command.summarise(str(path))
+        return Outcome(0)
+
+    return {
+        "parse-log --json": as_json,
+        "parser alone (feed_block)": parser_alone,
+        "parse-log, text": as_text,
+    }
+
+
+def compare_before(before: Path, path: Path, repeat: int) -> None:
+    """The three paths of the package under ``before`` and of the working tree, interleaved in this process;
+    median CPU seconds of each and the speed-up."""
+    old = _paths_of(*_load_package(before))
+    new = _paths_of(*_load_package(ROOT))
+    runs = {f"{label} | before": run for label, run in old.items()}
+    runs.update({f"{label} | after": run for label, run in new.items()})
+    # Interleave before and after of each path, so a change of load hits both alike.
+    order = [f"{label} | {which}" for label in old for which in ("before", "after")]
+    results = _interleaved_medians({label: runs[label] for label in order}, path, repeat)
+    lines = bare_read(path).lines
+    print(f"before/after in one process (before: {before}), median of {repeat}, CPU seconds, load {_load()}")
+    print("| path | before us/line | after us/line | before lines/CPU s | after lines/CPU s | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label in old:
+        old_cpu = results[f"{label} | before"][1]
+        new_cpu = results[f"{label} | after"][1]
+        print(
+            f"| {label} | {old_cpu / lines * 1e6:.2f} | {new_cpu / lines * 1e6:.2f} | {lines / old_cpu:,.0f} "
+            f"| {lines / new_cpu:,.0f} | {old_cpu / new_cpu:.2f}x |"
+        )
+
+
+def floor_costs(path: Path, sample_lines: int = 200_000) -> None:
+    """CPU microseconds of the C-level steps behind each record, on this machine, over the records of the
+    first ``sample_lines`` lines of the input: what a record costs before any parsing logic."""
+    with path.open(encoding="utf-8", errors="replace", newline="\n") as handle:
+        lines = [line.rstrip("\n") for _, line in zip(range(sample_lines), handle, strict=False)]
+    parser = LogParser()
+    records = parser.feed_block(lines)[0]
+    values = [value for record in records for value in record.metrics.values()]
+    texts = list(map(repr, values))
+    items = [tuple(record.metrics.items()) for record in records]
+    fields = [
+        (r.line, r.rank, r.step, r.total_steps, r.epoch, r.total_epochs, r.batch, r.batches_per_epoch)
+        for r in records
+    ]
+    from trainmon_tui.model import LogRecord  # noqa: PLC0415 - only here
+
+    def cpu(step: Callable[[], object]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            step()
+            best = min(best, time.process_time() - start)
+        return best
+
+    per_value = len(values)
+    print(
+        f"per-record floor ({len(records):,} records of the first {len(lines):,} lines, "
+        f"{per_value / len(records):.2f} metrics each; CPU us, best of 3):"
+    )
+    print(
+        f"- float() of a value's text: {cpu(lambda: list(map(float, texts))) / per_value * 1e6:.3f} per value"
+    )
+    print(
+        f"- repr() of a float (JSON): {cpu(lambda: list(map(repr, values))) / per_value * 1e6:.3f} per value"
+    )
+    print(f"- a metrics dict: {cpu(lambda: list(map(dict, items))) / len(records) * 1e6:.3f} per record")
+    made = cpu(lambda: [LogRecord(*f) for f in fields]) / len(records) * 1e6
+    print(f"- a LogRecord (dataclass constructor): {made:.3f} per record")
+
+
 def _cli_seconds(path: Path) -> float:
     command = [sys.executable, "-m", "trainmon_tui", "parse-log", str(path), "--json"]
     start = time.perf_counter()
@@ -207,6 +316,9 @@ def main() -> None:
         "--lines", type=int, default=1_000_000, help="minimum lines in the input (default 1M)"
     )
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is reported")
+    parser.add_argument(
+        "--before", type=Path, help="a copy of the package at an earlier commit, compared side by side"
+    )
     args = parser.parse_args()
 
     path = build_input(args.lines)
@@ -250,6 +362,11 @@ def main() -> None:
     verdict = "met" if json_rate >= TARGET_LINES_PER_S else "NOT met"
     print(f"target >= {TARGET_LINES_PER_S:,} lines/s for parse-log --json: {verdict} ({json_rate:,.0f})")
     print()
+    floor_costs(path)
+    print()
+    if args.before is not None:
+        compare_before(args.before, path, args.repeat)
+        print()
     print("| fixture folder | lines | us/line (parser alone) |")
     print("|---|---:|---:|")
     for folder, count, seconds in per_folder():

@@ -17,13 +17,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from itertools import chain
+from itertools import chain, repeat
 from typing import IO, Any
 
 from trainmon_tui.analysis.durations import format_duration
 from trainmon_tui.analysis.eta import Eta, estimate_eta
 from trainmon_tui.model import LogEvent, LogRecord
-from trainmon_tui.parsers.trainlog.engine import LogParser, rank_from_path
+from trainmon_tui.parsers.trainlog.base import all_finite
+from trainmon_tui.parsers.trainlog.engine import ColumnBlock, LogParser, rank_from_path
 from trainmon_tui.sanitize import clean_remote_text
 
 # Enough (time, step) points for a robust recent rate, few enough to stay small for any log.
@@ -75,7 +76,7 @@ def iter_log_blocks(stream: IO[str], path: str, chunk_chars: int = _CHUNK_CHARS)
                 carry = lines.pop()
                 if "\r" in text:
                     # Only a line's end loses its \r: the ones inside are tqdm redraws the parser reads.
-                    lines = [line.rstrip("\r") for line in lines]
+                    lines = list(map(str.rstrip, lines, repeat("\r")))
                 if lines:
                     yield lines
         except OSError as exc:
@@ -113,6 +114,7 @@ _FIXED_FIELDS = operator.attrgetter(
     "line", "rank", "step", "total_steps", "epoch", "total_epochs", "batch", "batches_per_epoch"
 )
 _EPOCH = operator.attrgetter("epoch")
+_LINE = operator.attrgetter("line")
 _METRICS = operator.attrgetter("metrics")
 _not_none = partial(operator.is_not, None)
 # NUL never occurs in what the templates format (numbers, None, checked metric names): it separates records.
@@ -121,6 +123,17 @@ _FIXED_TEMPLATE = (
     '"batches_per_epoch": %r, "metrics": {\0'
 )
 _MAX_PLAIN_NAMES = 4096
+# record_to_json's keys before the metrics, as encode_columns writes them before each value.
+_FIELD_LABELS = (
+    '{"line": ',
+    ', "rank": ',
+    ', "step": ',
+    ', "total_steps": ',
+    ', "epoch": ',
+    ', "total_epochs": ',
+    ', "batch": ',
+    ', "batches_per_epoch": ',
+)
 
 
 class RecordEncoder:
@@ -189,6 +202,48 @@ class RecordEncoder:
             metrics_text = metrics_text.replace(": -inf", ': "-inf"')
         return list(map(str.__add__, fixed_parts, metrics_text.split("\0")))[: len(records)]
 
+    def encode_columns(self, block: ColumnBlock) -> list[str] | None:
+        """The JSON text of each record of a column-wise block, exactly what :meth:`encode` gives for its
+        records, formatted by one ``%`` over a template repeated for every line, with no LogRecord or
+        metrics dict made; None when the template cannot say it (a metric name that is not plain, a value
+        that is not finite: :meth:`encode` then takes the block's records)."""
+        columns = block.columns
+        plain = self._plain
+        names = columns.names
+        if not plain.issuperset(names):
+            self._learn_names([names])
+            if not plain.issuperset(names):
+                return None
+        parts: list[str] = []
+        values: list[list[int] | list[float]] = []
+        fixed: tuple[object, ...] = (block.numbers, block.rank, *columns[:6])
+        for label, value in zip(_FIELD_LABELS, fixed, strict=True):
+            parts.append(label)
+            if type(value) is list:
+                if value and type(value[0]) is float and not all_finite(value):
+                    return None
+                parts.append("%r")
+                values.append(value)
+            elif value is None:
+                parts.append("null")
+            elif type(value) is int or (type(value) is float and math.isfinite(value)):
+                parts.append(repr(value))
+            else:
+                return None
+        parts.append(', "metrics": {')
+        for index, (name, column) in enumerate(zip(names, columns.values, strict=True)):
+            if not all_finite(column):
+                return None
+            parts.append(('"%s": %%r' if index == 0 else ', "%s": %%r') % name)
+            values.append(column)
+        if len(set(names)) != len(names):
+            # A name met twice is one key in the metrics dict: let encode() print it.
+            return None
+        parts.append("}}\0")
+        template = "".join(parts)
+        texts = (template * len(block.numbers)) % tuple(chain.from_iterable(zip(*values, strict=True)))
+        return texts.split("\0")[:-1]
+
     def _learn_names(self, all_metrics: list[Any]) -> None:
         plain = self._plain
         for metrics in all_metrics:
@@ -216,6 +271,23 @@ def _is_plain_name(name: str) -> bool:
         and json.dumps(name) == '"' + name + '"'
         and clean_remote_text(name) == name
     )
+
+
+def _texts_in_line_order(
+    encoder: RecordEncoder, records: list[LogRecord], blocks: list[ColumnBlock]
+) -> list[str]:
+    """The JSON text of ``records`` and of every record of ``blocks``, in line order (a line's records keep
+    their order: no block shares a line with a record or another block)."""
+    texts = encoder.encode(records)
+    line_numbers = list(map(_LINE, records))
+    for block in blocks:
+        block_texts = encoder.encode_columns(block)
+        if block_texts is None:
+            block_texts = encoder.encode(block.records())
+        texts += block_texts
+        line_numbers += block.numbers
+    order = sorted(range(len(texts)), key=line_numbers.__getitem__)
+    return list(map(texts.__getitem__, order))
 
 
 def event_to_json(event: LogEvent) -> dict[str, Any]:
@@ -320,12 +392,42 @@ def summarise(path: str) -> ParseSummary:
     summary = ParseSummary(path=path)
     for lines in iter_log_blocks(open_log(path), path):
         summary.lines += len(lines)
-        records, events = parser.feed_block(lines)
+        records, events, blocks = parser.feed_block_columns(lines)
+        if blocks:
+            records = _with_block_ends(records, blocks, summary)
         if records or events:
             summary.absorb(records, events)
     summary.absorb(*parser.finish())
     summary.format = parser.format
     return summary
+
+
+def _with_block_ends(
+    records: list[LogRecord], blocks: list[ColumnBlock], summary: ParseSummary
+) -> list[LogRecord]:
+    """``records`` merged in line order with what the summary needs of each column-wise block: all its
+    records where they carry timestamps (every one is a point of the ETA) or ranks of their own, else only
+    its first and last, the others only counted (into ``summary``) as absorbed.
+
+    That folds to the same summary: the lines of a block share a rank and the same fields and metric names
+    (a field is a number on all of them or on none), so a metric's first appearance and every field's and
+    metric's last value are on a block's first or last line, or on another record.
+    """
+    merged = list(records)
+    for block in blocks:
+        count = len(block.numbers)
+        rank_id = block.rank
+        if count <= 2 or isinstance(rank_id, list) or block.has_timestamps():
+            merged += block.records()
+            continue
+        merged += block.records((0, count - 1))
+        rank = summary.ranks.get(rank_id)
+        if rank is None:
+            rank = summary.ranks[rank_id] = RankSummary()
+        rank.records += count - 2
+        summary.record_count += count - 2
+    merged.sort(key=_LINE)
+    return merged
 
 
 def write_json(path: str, out: IO[str]) -> None:
@@ -337,18 +439,21 @@ def write_json(path: str, out: IO[str]) -> None:
     out.write('{"records": [')
     first = True
 
-    def emit(records: list[LogRecord], new_events: list[LogEvent]) -> None:
+    def emit(texts: list[str], new_events: list[LogEvent]) -> None:
         nonlocal first
-        if records:
-            out.write(("\n  " if first else ",\n  ") + ",\n  ".join(encoder.encode(records)))
+        if texts:
+            out.write(("\n  " if first else ",\n  ") + ",\n  ".join(texts))
             first = False
         events.extend(event_to_json(e) for e in new_events)
 
     for lines in blocks:
-        records, new_events = parser.feed_block(lines)
-        if records or new_events:
-            emit(records, new_events)
-    emit(*parser.finish())
+        records, new_events, column_blocks = parser.feed_block_columns(lines)
+        if column_blocks:
+            emit(_texts_in_line_order(encoder, records, column_blocks), new_events)
+        elif records or new_events:
+            emit(encoder.encode(records), new_events)
+    records, new_events = parser.finish()
+    emit(encoder.encode(records), new_events)
     out.write("\n],\n")
     out.write(' "events": ' + json.dumps(events) + ",\n")
     out.write(' "format": ' + json.dumps(parser.format) + "}\n")
@@ -390,10 +495,13 @@ def _eta_text(rank: RankSummary) -> str:
     rate = "unknown rate" if eta.steps_per_s is None else _rate_text(eta.steps_per_s)
     if eta.eta_s is None:
         return f"unknown (no total in the log), {rate}"
-    finish = ""
     last_time = rank.progress_points[-1][0]
-    finish_at = datetime.fromtimestamp(last_time + eta.eta_s, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-    finish = f", finishing {finish_at} as of the last line"
+    try:
+        finish_at = datetime.fromtimestamp(last_time + eta.eta_s, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        finish = f", finishing {finish_at} as of the last line"
+    except (ValueError, OverflowError, OSError):
+        # A date past what datetime can hold (a garbled timestamp in the log): no finishing date.
+        finish = ""
     spread = ""
     if eta.eta_low_s is not None and eta.eta_high_s is not None:
         spread = f" (range {format_duration(eta.eta_low_s)} - {format_duration(eta.eta_high_s)})"

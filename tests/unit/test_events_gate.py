@@ -36,6 +36,9 @@ _PIECES = [
     "loss nan",
     "'loss': nan",
     "number of nan iterations: ",
+    "'grad_norm': nan",
+    "train/loss=",
+    "nan detected",
     "0",
     "7",
 ]
@@ -95,3 +98,15 @@ def test_the_view_of_open_tracebacks_is_live() -> None:
     detector.feed('  File "train.py", line 3, in <module>', 2, 0)
     detector.feed("ValueError: boom", 3, 0)
     assert not view
+
+
+def test_a_nan_that_reports_nothing_whatever_the_digits_is_ruled_out() -> None:
+    # A NaN gradient norm of an fp16 run (HF Trainer's dict) is no event on any line of its shape.
+    line = "{'loss': 0.0, 'grad_norm': nan, 'learning_rate': 9.773696745450087e-06, 'epoch': 0.53}"
+    assert not could_report(line)
+    assert EventDetector().feed(line, 1, None) == []
+    # A NaN loss is reported, and whether a NaN count is depends on its digits: not ruled out.
+    assert could_report("{'loss': nan, 'grad_norm': nan, 'epoch': 0.53}")
+    assert could_report("number of skipped iterations:   0 | number of nan iterations:   0 |")
+    assert EventDetector().feed("number of nan iterations:   0 |", 1, None) == []
+    assert EventDetector().feed("number of nan iterations:   2 |", 1, None) != []

@@ -8,16 +8,19 @@ followed by its bar, an Ultralytics column header followed by value rows).
 
 Speed matters (the engine must read >= 250k lines/s): ``gate`` lets the engine skip a family with a cheap
 substring test before any regex runs, and a family may offer ``for_shape`` (:class:`ShapeAwareFamily`) to
-be read, for every line of one shape, by a cheaper function than ``parse``.
+be read, for every line of one shape, by a cheaper function than ``parse``, and, for the commonest shapes, to
+read all the lines of one shape in a block column by column (``columns_for_shape``, :class:`ColumnFamily`),
+each column sliced and converted by one C-level ``map`` instead of a Python call per line.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from operator import itemgetter
+from typing import ClassVar, NamedTuple, Protocol
 
 
 @dataclass(slots=True)
@@ -74,6 +77,90 @@ class ShapeAwareFamily(LineFamily, Protocol):
         """A function giving exactly what ``parse`` gives (state changes included) for every line of
         ``text``'s shape; ``parse`` itself when there is nothing to save."""
         ...
+
+
+class Columns(NamedTuple):
+    """What a family read from many lines of one shape at once: what ``Hit``s of those lines would hold,
+    column by column. A progress field is a list (one value per line) or one value shared by every line
+    (None included); ``values`` holds one list per metric name, in the order the names enter each line's
+    metrics dict (as ``parse`` fills it)."""
+
+    step: list[int] | int | None
+    total_steps: list[int] | int | None
+    epoch: list[float] | float | None
+    total_epochs: list[int] | int | None
+    batch: list[int] | int | None
+    batches_per_epoch: list[int] | int | None
+    names: tuple[str, ...]
+    values: tuple[list[float], ...]
+    #: The timestamps the family reads from the lines themselves (a logger's date inside the text), one per
+    #: line (None where a line has none), computed only when asked for; None when it reads none.
+    timestamps: Callable[[], list[float | None]] | None = None
+
+
+#: Reads the lines of one shape (raw lines, the shape's text starting at the given offset in each) column by
+#: column; None when some line needs the per-line reader (a value only that reader can spell out).
+ColumnReader = Callable[[Sequence[str], int], Columns | None]
+
+
+class ColumnFamily(ShapeAwareFamily, Protocol):
+    """A family that can read every line of some shapes column-wise, a block at a time.
+
+    ``columns_for_shape`` is asked once per shape whose reader (``for_shape``) is the family's; it returns
+    None, or a :data:`ColumnReader` that holds to this: for lines of that shape, whatever the family's state
+    then, the per-line reader returns a Hit with some progress field or metric (never None, never empty),
+    with no ``rank`` (and a ``timestamp`` only as ``Columns.timestamps`` gives it), and neither reads nor
+    changes any state of the family; and the
+    column reader gives, column by column, exactly what those Hits hold, or None. The engine reads the lines
+    of such a shape together at the end of a block, after lines it read one by one that came later.
+    """
+
+    def columns_for_shape(self, text: str) -> ColumnReader | None: ...
+
+
+class QuietFamily(ShapeAwareFamily, Protocol):
+    """A family whose per-shape reader for some shapes reads nothing while the family is in a quiet state
+    (the generic family outside an indented metrics block). ``quiet_for_shape`` returns, for such a shape, a
+    function telling whether the family is quiet now: then the reader returns None and changes nothing for
+    every line of that shape, so the engine may pass such lines by without calling it."""
+
+    def quiet_for_shape(self, text: str) -> Callable[[], bool] | None: ...
+
+
+def int_column(lines: Sequence[str], start: int, span: Span) -> list[int]:
+    """``int()`` of the text at ``span`` (relative to ``start``) of every line, in one C-level loop."""
+    return list(map(int, map(itemgetter(slice(start + span[0], start + span[1])), lines)))
+
+
+def float_column(lines: Sequence[str], start: int, span: Span) -> list[float]:
+    """``float()`` of the text at ``span`` (relative to ``start``) of every line; raises ValueError where a
+    line's text is no float literal."""
+    return list(map(float, map(itemgetter(slice(start + span[0], start + span[1])), lines)))
+
+
+def joined_float_column(lines: Sequence[str], start: int, spans: Sequence[Span]) -> list[float]:
+    """``float()`` of the texts at ``spans`` of every line joined (a number with its thousands separators
+    cut out: ``10,050`` read from ``10`` and ``050``); raises ValueError as :func:`float_column` does."""
+    if len(spans) == 1:
+        return float_column(lines, start, spans[0])
+    pieces = [map(itemgetter(slice(start + span[0], start + span[1])), lines) for span in spans]
+    return list(map(float, map("".join, zip(*pieces, strict=True))))
+
+
+def all_finite(values: list[float]) -> bool:
+    """Whether no value is NaN or infinite (their sum is finite; an overflow of finite values only gives a
+    false "no", which costs a per-line read)."""
+    total = sum(values)
+    return total - total == 0
+
+
+_FLOAT_LITERAL_CHARS = frozenset("0123456789.eE+-")
+
+
+def plain_float_shape(text: str) -> bool:
+    """Whether a shape's number text holds only digits, a point, an exponent and signs: ``float()`` then
+    reads every line's text there as ``parse``'s ``float()`` does, or raises, never "nan" or a unit."""
+    return bool(text) and _FLOAT_LITERAL_CHARS.issuperset(text) and any(c.isdigit() for c in text)
 
 
 _NUMBER_CLEAN = str.maketrans("", "", ",_")

@@ -25,7 +25,11 @@ has a handful of shapes and a line pays one dict lookup for all of them. No patt
 tells one digit from another, so the places of things are the shape's too: where the prefixes end and
 where their rank and timestamp are (one plan per raw line shape, the masks of a whole block computed in one
 C pass), and, for a family that offers it (``for_shape``, see ``base.ShapeAwareFamily``), a reader that
-takes each value from where the shape has it instead of parsing the line again.
+takes each value from where the shape has it instead of parsing the line again. For the commonest shapes a
+family may go further (``columns_for_shape``, see ``base.ColumnFamily``): the block's lines of such a shape
+wait until the block ends and are then read together, column by column, each column sliced and converted by
+one C-level ``map``; ``feed_block_columns`` hands them over as columns (:class:`ColumnBlock`) to a consumer
+that needs no LogRecords (parse-log), ``feed_block`` makes them into records.
 
 Memory stays constant whatever the length of the log: only counters, a few held lines, a bounded shape cache
 and the families' own small state are kept. The reader must split lines on ``\\n`` only
@@ -35,12 +39,24 @@ and the families' own small state are kept. The reader must split lines on ``\\n
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import date
+from itertools import repeat
+from operator import attrgetter, itemgetter, sub
 
 from trainmon_tui.model import LogEvent, LogRecord
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, Span, group_span
+from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
+    Hit,
+    LineFamily,
+    Span,
+    group_span,
+    int_column,
+    never_reads,
+)
 from trainmon_tui.parsers.trainlog.events import GATE_PHRASES as EVENT_GATE_PHRASES
 from trainmon_tui.parsers.trainlog.events import EventDetector, could_report
 from trainmon_tui.parsers.trainlog.fam_generic import MetricPatterns
@@ -335,6 +351,103 @@ def _record_factory() -> Callable[..., LogRecord]:
 
 _make_record = _record_factory()
 
+_new_object = object.__new__
+_LINE = attrgetter("line")
+
+
+def _column_records_maker() -> Callable[[int, Sequence[object]], list[LogRecord]]:
+    """A maker of ``n`` LogRecords from their fields given column by column (a list per field, or one value
+    for all), each field stored into every record by one C-level ``map`` over the slot's descriptor: the
+    records are the ones ``LogRecord(*fields)`` makes, at a fraction of a Python call per record. If the
+    slots cannot be stored this way (another layout), the records are made one by one."""
+    descriptors = [LogRecord.__dict__.get(name) for name in _RECORD_FIELDS]
+    setters = tuple(getattr(descriptor, "__set__", None) for descriptor in descriptors)
+
+    def by_slots(n: int, columns: Sequence[object]) -> list[LogRecord]:
+        records: list[LogRecord] = list(map(_new_object, repeat(LogRecord, n)))
+        for setter, column in zip(setters, columns, strict=True):
+            values = column if type(column) is list else repeat(column, n)
+            deque(map(setter, records, values), 0)  # type: ignore[arg-type]
+        return records
+
+    def one_by_one(n: int, columns: Sequence[object]) -> list[LogRecord]:
+        per_field = [column if type(column) is list else [column] * n for column in columns]
+        return [_make_record(*fields_) for fields_ in zip(*per_field, strict=True)]
+
+    if (
+        any(setter is None for setter in setters)
+        or tuple(f.name for f in fields(LogRecord)) != _RECORD_FIELDS
+    ):
+        return one_by_one
+    sample = [[7, 8], 1, [20, 21], 100, 0.5, 3, 4, 50, [{"loss": 1.0}, {}], 12.5]
+    try:
+        made = by_slots(2, sample)
+    except (TypeError, AttributeError):
+        return one_by_one
+    if made != one_by_one(2, sample) or type(made[0]) is not LogRecord:
+        return one_by_one
+    return by_slots
+
+
+_column_records = _column_records_maker()
+
+
+class ColumnBlock:
+    """The records of a block's lines of one shape, read column-wise and not yet made into LogRecords: their
+    line numbers (ascending), their rank (one per line, or one for all), what the family read
+    (:class:`~trainmon_tui.parsers.trainlog.base.Columns`), and the lines themselves, for the timestamps
+    their prefixes may hold (read only when asked for)."""
+
+    __slots__ = ("columns", "lines", "numbers", "rank", "stamp_spans")
+
+    def __init__(
+        self,
+        numbers: list[int],
+        rank: list[int] | int | None,
+        columns: Columns,
+        lines: list[str],
+        stamp_spans: _StampSpans | None,
+    ) -> None:
+        self.numbers = numbers
+        self.rank = rank
+        self.columns = columns
+        self.lines = lines
+        self.stamp_spans = stamp_spans
+
+    def has_timestamps(self) -> bool:
+        """Whether the lines may carry timestamps (in a prefix, or read by the family)."""
+        return self.stamp_spans is not None or self.columns.timestamps is not None
+
+    def timestamps(self) -> list[float | None] | None:
+        """Each line's timestamp: the family's where it read one, else its prefix's (as ``_read`` gives it);
+        None when the shape's lines have none."""
+        spans = self.stamp_spans
+        from_prefix = None if spans is None else [_stamp_at(line, spans) for line in self.lines]
+        read_by_family = self.columns.timestamps
+        if read_by_family is None:
+            return from_prefix
+        own = read_by_family()
+        if from_prefix is None:
+            return own
+        return [prefix if stamp is None else stamp for stamp, prefix in zip(own, from_prefix, strict=True)]
+
+    def records(self, at: Sequence[int] | None = None) -> list[LogRecord]:
+        """The LogRecords of the lines (only those at the indexes ``at``, when given), in line order."""
+        columns = self.columns
+        fields: list[object] = [self.numbers, self.rank, *columns[:6], None, self.timestamps()]
+        values: Sequence[list[float]] = columns.values
+        if at is not None:
+            pick = itemgetter(*at) if len(at) > 1 else (lambda column: (column[at[0]],))
+            fields = [list(pick(field)) if type(field) is list else field for field in fields]
+            values = [list(pick(column)) for column in values]
+        count = len(fields[0])  # type: ignore[arg-type]
+        names = columns.names
+        if names:
+            fields[8] = list(map(dict, map(zip, repeat(names), zip(*values, strict=True))))
+        else:
+            fields[8] = [{} for _ in range(count)]
+        return _column_records(count, fields)
+
 
 # A family's parse method and its index in the registry order.
 _Slot = tuple[Callable[[str], Hit | None], int]
@@ -346,10 +459,24 @@ class _Shape:
     dict lookup for all of it.
     """
 
-    __slots__ = ("by_preferred", "maybe_event", "opens_dict", "slots")
+    __slots__ = (
+        "by_preferred",
+        "column_family",
+        "columns",
+        "maybe_event",
+        "opens_dict",
+        "quiet",
+        "slots",
+    )
 
-    def __init__(
-        self, slots: tuple[_Slot, ...], maybe_event: bool, opens_dict: bool, family_count: int
+    def __init__(  # noqa: PLR0917 - built in one place
+        self,
+        slots: tuple[_Slot, ...],
+        maybe_event: bool,
+        opens_dict: bool,
+        family_count: int,
+        columns: tuple[ColumnReader, int] | None = None,
+        quiet: Callable[[], bool] | None = None,
     ) -> None:
         #: The families whose gate occurs in the line, in registry order (specific ones, then fallbacks).
         self.slots = slots
@@ -359,6 +486,12 @@ class _Shape:
         self.opens_dict = opens_dict
         #: The order to try ``slots`` in, per preferred family index (the last entry: no preferred family).
         self.by_preferred: list[tuple[_Slot, ...] | None] = [None] * (family_count + 1)
+        #: The one family that reads lines of this shape and can read them column-wise (see
+        #: base.ColumnFamily), and its column reader; None otherwise.
+        self.columns = None if columns is None else columns[0]
+        self.column_family = -1 if columns is None else columns[1]
+        #: When no family can read the shape's lines while this says so: then they change nothing.
+        self.quiet = quiet
 
     def order(self, preferred: int) -> tuple[_Slot, ...]:
         """``slots`` with the preferred family first (when its gate occurs), then the others in registry
@@ -386,7 +519,18 @@ class _LinePlan:
     timestamp are in them, and the text's own :class:`_Shape`. ``shape`` is None for a line that needs the
     general path (a log line glued to a bar) or that is blank (which only ends a held dict)."""
 
-    __slots__ = ("blank", "rank_span", "shape", "stamp_spans", "start")
+    __slots__ = (
+        "blank",
+        "family",
+        "kind",
+        "maybe_event",
+        "pending",
+        "quiet",
+        "rank_span",
+        "shape",
+        "stamp_spans",
+        "start",
+    )
 
     def __init__(
         self,
@@ -401,6 +545,38 @@ class _LinePlan:
         self.stamp_spans = stamp_spans
         self.shape = shape
         self.blank = blank
+        #: How feed_block may pass a line of this shape by while no dict is held and no traceback is open:
+        #: _COLUMNS (read with its shape's other lines, column-wise), _QUIET (nothing reads it while its
+        #: shape's ``quiet`` says so), _BLANK (it changes nothing), or _ONE_BY_ONE.
+        self.kind = _ONE_BY_ONE
+        #: For _QUIET and _BLANK: whether the line may be passed by now.
+        self.quiet: Callable[[], bool] = _always
+        if shape is None:
+            if blank:
+                self.kind = _BLANK
+        elif shape.columns is not None:
+            self.kind = _COLUMNS
+        elif shape.quiet is not None and rank_span is None:
+            # (A rank prefix counts even on a line nothing reads: such lines are read one by one.)
+            self.kind = _QUIET
+            self.quiet = shape.quiet
+        #: For _COLUMNS: the index of the family that reads the shape's lines, and whether the event detector
+        #: must see them.
+        self.family = -1 if shape is None else shape.column_family
+        self.maybe_event = shape is not None and shape.maybe_event
+        #: Line numbers of this block's lines of this shape waiting to be read column-wise.
+        self.pending: list[int] = []
+
+
+_ONE_BY_ONE = 0
+_COLUMNS = 1
+_MIN_COLUMN_LINES = 8
+_QUIET = 2
+_BLANK = 3
+
+
+def _always() -> bool:
+    return True
 
 
 class LogParser:
@@ -436,6 +612,14 @@ class LogParser:
         # Families that can name a cheaper reader per line shape (see base.ShapeAwareFamily).
         self._for_shape: tuple[Callable[[str], Callable[[str], Hit | None]] | None, ...] = tuple(
             getattr(family, "for_shape", None) for family in instances
+        )
+        # Families that can read some shapes column-wise (base.ColumnFamily), or pass them by while quiet
+        # (base.QuietFamily).
+        self._columns_for: tuple[Callable[[str], ColumnReader | None] | None, ...] = tuple(
+            getattr(family, "columns_for_shape", None) for family in instances
+        )
+        self._quiet_for: tuple[Callable[[str], Callable[[], bool] | None] | None, ...] = tuple(
+            getattr(family, "quiet_for_shape", None) for family in instances
         )
         self._slots = tuple(slot for slot in slots if not self._fallback[slot[1]]) + tuple(
             slot for slot in slots if self._fallback[slot[1]]
@@ -493,6 +677,24 @@ class LogParser:
     def feed_block(self, lines: Sequence[str]) -> tuple[list[LogRecord], list[LogEvent]]:
         """Many physical lines at once, as :meth:`feed` takes them: the records and events of all of them, in
         the order feeding them one by one would have given."""
+        return self._feed_block(lines, None)
+
+    def feed_block_columns(
+        self, lines: Sequence[str]
+    ) -> tuple[list[LogRecord], list[LogEvent], list[ColumnBlock]]:
+        """What :meth:`feed_block` gives, with the records of the lines read column-wise left as columns: the
+        records (in line order) and events of the other lines, and one :class:`ColumnBlock` per shape read
+        column-wise, whose lines never hold one of those records. For consumers that turn many records into
+        text or totals cheaper from columns than from LogRecords (``parse-log``)."""
+        blocks: list[ColumnBlock] = []
+        records, events = self._feed_block(lines, blocks)
+        return records, events, blocks
+
+    def _feed_block(
+        self, lines: Sequence[str], blocks: list[ColumnBlock] | None
+    ) -> tuple[list[LogRecord], list[LogEvent]]:
+        """feed_block, the lines read column-wise made into records, or (``blocks`` given) left in blocks
+        appended there."""
         records: list[LogRecord] = []
         events: list[LogEvent] = []
         piece = self._piece
@@ -517,28 +719,65 @@ class LogParser:
             # A line holding a newline of its own: no shape per line, every line takes the general path.
             keys = [b""] * len(lines)
             max_chars = -1
+        first_no = line_no + 1
+        # Lines of shapes read column-wise wait in their plan's ``pending`` until the block ends, then each
+        # shape's are read at once. Their readers use no family state and change none (base.ColumnFamily),
+        # so only two things could differ from reading them in turn: the preferred family, set here as the
+        # line comes, and the order of the records, restored by sorting on the line number at the end (the
+        # records of the lines read one by one come in line order: a held dict's lines are read before any
+        # later line). They wait only while no dict is held and no traceback is open, and so do quiet and
+        # blank lines passed by; only a line read one by one can change either.
+        waiting: list[_LinePlan] = []
+        passable = self._held is None and not self._open_tracebacks
+        # Which ranks a full rank set holds depends on the order they came in: near the cap, a waiting line's
+        # rank is added as it comes (and again, with no effect, when its shape's lines are read).
+        ranks_in_order = len(ranks) + len(lines) >= _MAX_RANKS
         for line, key in zip(lines, keys, strict=True):
             line_no += 1
-            self._line_no = line_no
             if not plain and ("\r" in line or "\x1b" in line or "\x08" in line):
+                self._line_no = line_no
                 if "\r" in line:
                     for part in _current_pieces(line):
                         piece(part, line_no, records, events)
                 else:
                     piece(line, line_no, records, events)
+                passable = self._held is None and not self._open_tracebacks
                 continue
             plan = plans.get(key)
             if plan is None:
+                self._line_no = line_no
                 if len(line) > max_chars:
                     piece(line, line_no, records, events)
+                    passable = self._held is None and not self._open_tracebacks
                     continue
                 plan = self._new_line_plan(line, key)
+            kind = plan.kind
+            if kind and passable:
+                if kind == _COLUMNS:
+                    if ranks_in_order and plan.rank_span is not None and len(ranks) < _MAX_RANKS:
+                        ranks.add(int(line[plan.rank_span[0] : plan.rank_span[1]]))
+                    if plan.maybe_event:
+                        # The event detector reads it now, in line order, as _read would first; what it
+                        # finds changes nothing the family reads.
+                        self._feed_waiting_line_events(plan, line, line_no, events)
+                        passable = not self._open_tracebacks
+                    pending = plan.pending
+                    if not pending:
+                        waiting.append(plan)
+                    pending.append(line_no)
+                    # What reading it would do to the preferred family (its reader always reads it).
+                    self._preferred = plan.family
+                    continue
+                elif plan.quiet():
+                    continue
+            self._line_no = line_no
             shape = plan.shape
             if shape is None:
                 if not plan.blank:
                     piece(line, line_no, records, events)
                 elif self._held is not None:
                     self._flush_held(records)
+                passable = self._held is None and not self._open_tracebacks
                 continue
             # What _piece does with the line, with every decision that depends on its shape already made.
             start = plan.start
@@ -552,7 +791,82 @@ class LogParser:
             stamp_spans = plan.stamp_spans
             stamp = None if stamp_spans is None else _stamp_at(line, stamp_spans)
             read(raw.rstrip(), raw, line_no, rank, stamp, start > 0, records, events, shape)
+            passable = self._held is None and not self._open_tracebacks
+        self._line_no = line_no
+        if waiting:
+            # The preferred family is already what reading them in turn gives (see above).
+            preferred = self._preferred
+            for plan in waiting:
+                numbers = plan.pending
+                plan.pending = []
+                column_block = self._read_plan_lines(plan, numbers, lines, first_no, records)
+                if column_block is None:
+                    continue
+                if blocks is None:
+                    records += column_block.records()
+                else:
+                    blocks.append(column_block)
+            self._preferred = preferred
+            records.sort(key=_LINE)
         return records, events
+
+    def _feed_waiting_line_events(
+        self, plan: _LinePlan, line: str, line_no: int, events: list[LogEvent]
+    ) -> None:
+        """Feed the event detector a line read column-wise later, as _read feeds it (see feed_block)."""
+        start = plan.start
+        rank_span = plan.rank_span
+        rank = self._default_rank if rank_span is None else int(line[rank_span[0] : rank_span[1]])
+        found = self._feed_events((line[start:] if start else line).rstrip(), line_no, rank)
+        if found:
+            events.extend(found)
+
+    def _read_plan_lines(
+        self,
+        plan: _LinePlan,
+        numbers: list[int],
+        lines: Sequence[str],
+        first_no: int,
+        records: list[LogRecord],
+    ) -> ColumnBlock | None:
+        """Read the lines numbered ``numbers`` (all of ``plan``'s shape; line ``first_no`` is ``lines[0]``):
+        column-wise into the block returned, or (few lines, or a value only the line reader spells out) one by
+        one, their records appended to ``records`` and None returned."""
+        shape = plan.shape
+        assert shape is not None and shape.columns is not None
+        start = plan.start
+        group = list(map(lines.__getitem__, map(sub, numbers, repeat(first_no))))
+        rank_span = plan.rank_span
+        rank: list[int] | int | None = self._default_rank
+        if rank_span is not None:
+            rank = int_column(group, 0, rank_span)
+            ranks = self._ranks
+            if len(ranks) + len(rank) < _MAX_RANKS:
+                ranks.update(rank)
+            else:
+                for one in rank:
+                    if len(ranks) < _MAX_RANKS:
+                        ranks.add(one)
+        stamp_spans = plan.stamp_spans
+        # Reading column-wise costs a few microseconds per shape: a few lines are read faster one by one.
+        columns = shape.columns(group, start) if len(group) >= _MIN_COLUMN_LINES else None
+        if columns is None:
+            for at, (line, number) in enumerate(zip(group, numbers, strict=True)):
+                raw = line[start:] if start else line
+                self._read(
+                    raw.rstrip(),
+                    raw,
+                    number,
+                    rank[at] if type(rank) is list else rank,  # type: ignore[arg-type]
+                    None if stamp_spans is None else _stamp_at(line, stamp_spans),
+                    start > 0,
+                    records,
+                    None,
+                    shape,
+                )
+            return None
+        self._counts[shape.column_family] += len(group)
+        return ColumnBlock(numbers, rank, columns, group, stamp_spans)
 
     def _new_line_plan(self, line: str, key: bytes) -> _LinePlan:
         """The plan for every plain line of ``line``'s shape (see :class:`_LinePlan`), cached by ``key``."""
@@ -562,10 +876,11 @@ class LogParser:
         if first in _PREFIX_STARTS and (first not in _GLOG_LEVELS or line[1:2] in _DIGITS):
             start, rank_span, stamp_spans = _prefix_spans(line)
         text = line[start:].rstrip()
-        if not text or "][" in text:
-            # A blank line only ends a held dict; one with prefixes (whose rank counts) and a log line glued
-            # to a bar take the general path.
-            plan = _LinePlan(start, rank_span, stamp_spans, None, not text and not start)
+        # (_glued_cut tells no digit from another: its answer holds for the whole shape.)
+        if not text or ("][" in text and _glued_cut(text) >= 0):
+            # A blank line (prefixes only, none naming a rank, count as none) only ends a held dict; one with
+            # a rank prefix (whose rank counts) and a log line glued to a bar take the general path.
+            plan = _LinePlan(start, rank_span, stamp_spans, None, not text and rank_span is None)
         else:
             plan = _LinePlan(start, rank_span, stamp_spans, self._shape_of(text), False)
         self._line_plan_bytes += len(key)
@@ -624,7 +939,39 @@ class LogParser:
                 continue
             reader_for = self._for_shape[index]
             slots.append((parse if reader_for is None or not cached else reader_for(text), index))
-        return _Shape(tuple(slots), could_report(text), _unclosed_dict_at(text) >= 0, len(self._counts))
+        maybe_event = could_report(text)
+        opens_dict = _unclosed_dict_at(text) >= 0
+        columns: tuple[ColumnReader, int] | None = None
+        quiet: Callable[[], bool] | None = None
+        if cached and not opens_dict and self._extra_metrics is None:
+            columns, quiet = self._passes_for(text, slots)
+            if maybe_event:
+                # The detector must see such a line as it comes: feed_block feeds it one a column-wise line.
+                quiet = None
+        return _Shape(tuple(slots), maybe_event, opens_dict, len(self._counts), columns, quiet)
+
+    def _passes_for(
+        self, text: str, slots: list[_Slot]
+    ) -> tuple[tuple[ColumnReader, int] | None, Callable[[], bool] | None]:
+        """For a cached shape that opens no dict: the column reader of the
+        one family that reads its lines (whatever family is preferred: no other specific family reads any
+        line of the shape, and that one reads every line, so no fallback is reached), or when only a quiet
+        family might read them, its test of quiet (base.QuietFamily)."""
+        live = [slot for slot in slots if slot[0] is not never_reads]
+        specific = [slot for slot in live if not self._fallback[slot[1]]]
+        if len(specific) == 1:
+            index = specific[0][1]
+            columns_for = self._columns_for[index]
+            reader = None if columns_for is None else columns_for(text)
+            return (None if reader is None else (reader, index)), None
+        if specific:
+            return None, None
+        if not live:
+            return None, _always
+        if len(live) == 1:
+            quiet_for = self._quiet_for[live[0][1]]
+            return None, None if quiet_for is None else quiet_for(text)
+        return None, None
 
     def _shape_of(self, text: str) -> _Shape:
         """The decisions that depend only on the shape of a cleaned line, cached per shape."""

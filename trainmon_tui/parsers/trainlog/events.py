@@ -131,7 +131,8 @@ _WORDY_PHRASES = tuple(phrase for phrase in GATE_PHRASES if phrase not in ("nan"
 
 def could_report(text: str) -> bool:
     """False only for a line that :meth:`EventDetector.feed` is sure to pass by (while no traceback is open):
-    none of :data:`GATE_PHRASES`, or only a "nan" inside a word ("step_avg:nanms", "nanoGPT").
+    none of :data:`GATE_PHRASES`, or only a "nan" inside a word ("step_avg:nanms", "nanoGPT") or one that
+    reports nothing whatever the digits ("'grad_norm': nan", see :func:`_nan_report_at`).
 
     The answer depends on no digit's value (a digit counts as a letter of a word either way), so it may be
     cached per line shape with the digits masked.
@@ -139,7 +140,20 @@ def could_report(text: str) -> bool:
     for phrase in _WORDY_PHRASES:
         if phrase in text:
             return True
-    return _standalone_nan_at(text) >= 0
+    return _standalone_nan_at(text) >= 0 and _nan_may_report(text)
+
+
+def _nan_may_report(text: str) -> bool:
+    """Whether a standalone nan in ``text`` may report a NaN on some line of its shape: one that
+    :func:`_nan_report_at` takes as a report, or one whose count decides ("nan iterations: N"). Whether a nan
+    is standalone, and the word before it, read the same whatever the digits; only that count does not."""
+    for spelling in ("nan", "NaN"):
+        at = _standalone_at(text, spelling, 0)
+        while at >= 0:
+            if _NAN_FOLLOWER.match(text, at + 3) is not None or _is_nan_report(text, at, at + 3):
+                return True
+            at = _standalone_at(text, spelling, at + 3)
+    return False
 
 
 _TRACEBACK_HEADER = "Traceback (most recent call last):"

@@ -24,18 +24,23 @@ from __future__ import annotations
 import calendar
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
     Hit,
     LineFamily,
     Span,
     canonical_metric_name,
+    float_column,
     group_spans,
+    int_column,
     never_reads,
     parse_number,
+    plain_float_shape,
     texts_at,
 )
 from trainmon_tui.parsers.trainlog.fam_tqdm import PairSpans, pair_spans, split_starts
@@ -127,6 +132,42 @@ class FairseqFamily:
         spans = pair_spans(pairs, starts, "=")
         return partial(_read_inner, spans, group_spans(prefix, range(1, 8)), group_spans(inner, range(1, 4)))
 
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for the ``train_inner`` lines of ``text``'s shape (see base.ColumnFamily) whose
+        keys are fixed and values plain digits (a ``%`` after them aside), ``num_updates`` at most once."""
+        reader = self.for_shape(text)
+        if not isinstance(reader, partial) or reader.func is not _read_inner:
+            return None
+        spans: PairSpans = reader.args[0]
+        stamp: tuple[Span | None, ...] = reader.args[1]
+        counters: tuple[Span, Span, Span] = reader.args[2]
+        names: list[str] = []
+        value_spans: list[Span] = []
+        step_span: Span | None = None
+        for _key_at, _key_end, value_at, value_end, fixed in spans:
+            raw = text[value_at:value_end]
+            end = value_end - 1 if raw.endswith("%") else value_end
+            if fixed is None or not plain_float_shape(text[value_at:end].strip()):
+                return None
+            key, name = fixed
+            if key == _STEP_KEY:
+                if step_span is not None:
+                    return None
+                step_span = (value_at, end)
+                continue
+            names.append(name)
+            value_spans.append((value_at, end))
+        if not names:
+            return None
+        return partial(
+            _inner_columns,
+            counters,
+            tuple(names),
+            tuple(value_spans),
+            step_span,
+            None if stamp[0] is None else stamp,
+        )
+
     @staticmethod
     def _parse_progress(body: str) -> Hit | None:
         inner = _INNER_RE.match(body)
@@ -216,6 +257,37 @@ def _read_inner(
         return None
     hit.timestamp = _stamp_seconds(texts_at(text, stamp))
     return hit
+
+
+def _inner_columns(  # noqa: PLR0917 - bound by partial, positional
+    counters: tuple[Span, Span, Span],
+    names: tuple[str, ...],
+    spans: tuple[Span, ...],
+    step_span: Span | None,
+    stamp: tuple[Span | None, ...] | None,
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_inner reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
+    try:
+        values = tuple(float_column(lines, start, span) for span in spans)
+        epoch = float_column(lines, start, counters[0])
+        step: list[int] | None = None
+        if step_span is not None:
+            updates = float_column(lines, start, step_span)
+            if not all(map(float.is_integer, updates)):
+                return None
+            step = list(map(int, updates))
+    except ValueError:
+        return None
+    batch = int_column(lines, start, counters[1])
+    total = int_column(lines, start, counters[2])
+    stamps = None if stamp is None else partial(_inner_stamps, stamp, lines, start)
+    return Columns(step, None, epoch, None, batch, total, names, values, stamps)
+
+
+def _inner_stamps(stamp: tuple[Span | None, ...], lines: Sequence[str], start: int) -> list[float | None]:
+    return [_stamp_seconds(texts_at(line[start:], stamp)) for line in lines]
 
 
 def _json_number(raw: object) -> float | None:

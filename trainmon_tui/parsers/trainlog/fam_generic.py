@@ -129,6 +129,17 @@ class GenericFamily:
             return self.parse
         return self._block_line_only
 
+    def quiet_for_shape(self, text: str) -> Callable[[], bool] | None:
+        """For a shape ``for_shape`` reads only as an open block's line (see base.QuietFamily): whether no
+        block is open, when such a line reads as nothing and changes nothing."""
+        low = text.lower()
+        if "epoch" in low or "iter" in low or "step" in low or "batch" in low or _opens_block(low):
+            return None
+        return self._quiet
+
+    def _quiet(self) -> bool:
+        return not self._block_left
+
     def _block_line_only(self, text: str) -> Hit | None:
         return self._block_line(text) if self._block_left else None
 

@@ -15,11 +15,22 @@ loss at the last step. Values that are not numbers (``None``, lists, tensors) ar
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, has_digit, never_reads, parse_number
+from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
+    Hit,
+    Span,
+    float_column,
+    has_digit,
+    int_column,
+    never_reads,
+    parse_number,
+    plain_float_shape,
+)
 from trainmon_tui.parsers.trainlog.fam_tqdm import METRIC_NAMES, last_bar, metric_name, own_name, to_int
 
 _STEP_KEYS = frozenset({"step", "global_step"})
@@ -109,6 +120,76 @@ class HfTrainerFamily:
         if bar is not None:
             counts = (bar.start(2) + bar_at, bar.end(2) + bar_at, bar.start(3) + bar_at, bar.end(3) + bar_at)
         return partial(_read_dict, tuple(pairs), summary, counts)
+
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for ``text``'s shape (see base.ColumnFamily): a training dict (not the run's
+        summary) whose keys are fixed and values plain digits, a step or an epoch at most once, a step
+        without an exponent (so ``to_int`` keeps every value)."""
+        reader = self.for_shape(text)
+        if not isinstance(reader, partial):
+            return None
+        pairs: tuple[tuple[int, int, int, int, tuple[str, str] | None], ...] = reader.args[0]
+        summary: bool = reader.args[1]
+        counts: tuple[int, int, int, int] | None = reader.args[2]
+        if summary or not pairs:
+            return None
+        names: list[str] = []
+        spans: list[Span] = []
+        step_span: Span | None = None
+        epoch_span: Span | None = None
+        for _key_at, _key_end, raw_at, raw_end, fixed in pairs:
+            raw = text[raw_at:raw_end].strip()
+            if fixed is None or not plain_float_shape(raw):
+                return None
+            key, name = fixed
+            if key == "epoch" or key in _STEP_KEYS:
+                if key == "epoch" and epoch_span is None:
+                    epoch_span = (raw_at, raw_end)
+                elif (
+                    key != "epoch" and step_span is None and sum(c.isdigit() for c in raw) <= _MAX_STEP_DIGITS
+                ):
+                    step_span = (raw_at, raw_end)
+                else:
+                    return None
+                if "e" in raw.lower():
+                    return None
+                continue
+            if name in names:
+                name = own_name(key)
+            names.append(name)
+            spans.append((raw_at, raw_end))
+        bar_step = None if counts is None or step_span is not None else (counts[0], counts[1])
+        total = None if counts is None else (counts[2], counts[3])
+        return partial(_dict_columns, tuple(names), tuple(spans), epoch_span, step_span, bar_step, total)
+
+
+# A step printed with at most this many digits is below to_int's limit (1e15).
+_MAX_STEP_DIGITS = 15
+
+
+def _dict_columns(  # noqa: PLR0917 - bound by partial, positional
+    names: tuple[str, ...],
+    spans: tuple[Span, ...],
+    epoch_span: Span | None,
+    step_span: Span | None,
+    bar_step: Span | None,
+    total_span: Span | None,
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_dict reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
+    try:
+        values = tuple(float_column(lines, start, span) for span in spans)
+        epoch = None if epoch_span is None else float_column(lines, start, epoch_span)
+        step: list[int] | None = None
+        if step_span is not None:
+            step = list(map(int, float_column(lines, start, step_span)))
+    except ValueError:
+        return None
+    if bar_step is not None:
+        step = int_column(lines, start, bar_step)
+    total = None if total_span is None else int_column(lines, start, total_span)
+    return Columns(step, total, epoch, None, None, None, names, values)
 
 
 def _read_dict(

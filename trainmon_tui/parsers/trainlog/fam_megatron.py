@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
     Hit,
     LineFamily,
     Span,
     canonical_metric_name,
+    float_column,
     group_spans,
+    int_column,
     parse_number,
+    plain_float_shape,
     texts_at,
 )
 from trainmon_tui.parsers.trainlog.fam_tqdm import PairSpans, pair_spans, split_starts
@@ -129,6 +134,48 @@ class MegatronFamily:
         fields, starts = split_starts(text, match.start(9), "|")
         spans = pair_spans(fields, starts, ":")
         return partial(_read_iteration, spans, group_spans(match, range(1, 9)))
+
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for the iteration reports of ``text``'s shape (see base.ColumnFamily) whose keys
+        are fixed and values plain digits."""
+        reader = self.for_shape(text)
+        if not isinstance(reader, partial):
+            return None
+        spans: PairSpans = reader.args[0]
+        names: list[str] = []
+        value_spans: list[Span] = []
+        for _key_at, _key_end, value_at, value_end, fixed in spans:
+            if fixed is None or not plain_float_shape(text[value_at:value_end].strip()):
+                return None
+            names.append(fixed[1])
+            value_spans.append((value_at, value_end))
+        return partial(_iteration_columns, tuple(names), tuple(value_spans), reader.args[1])
+
+
+def _iteration_columns(
+    names: tuple[str, ...],
+    spans: tuple[Span, ...],
+    groups: tuple[Span | None, ...],
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_iteration reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
+    try:
+        values = tuple(float_column(lines, start, span) for span in spans)
+    except ValueError:
+        return None
+    step_span, total_span = groups[6], groups[7]
+    assert step_span is not None and total_span is not None  # the groups are not optional
+    step = int_column(lines, start, step_span)
+    total = int_column(lines, start, total_span)
+    stamps = None if groups[0] is None else partial(_iteration_stamps, groups[:6], lines, start)
+    return Columns(step, total, None, None, None, None, names, values, stamps)
+
+
+def _iteration_stamps(
+    groups: tuple[Span | None, ...], lines: Sequence[str], start: int
+) -> list[float | None]:
+    return [_stamp_seconds(texts_at(line[start:], groups)) for line in lines]
 
 
 def _read_iteration(spans: PairSpans, groups: tuple[Span | None, ...], text: str) -> Hit:

@@ -18,19 +18,25 @@ modded-nanogpt's ``step_avg:nanms`` while the timer still skips warm-up steps. A
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from math import isnan
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
     Hit,
     LineFamily,
+    Span,
     canonical_metric_name,
+    float_column,
     group_span,
     has_digit,
+    int_column,
     never_reads,
     parse_number,
+    plain_float_shape,
 )
 
 # Both nanoGPT shapes start their pairs with the (train) loss; forks append pairs after it.
@@ -154,6 +160,36 @@ class NanoGptFamily:
             plan.append((key_at, key_at + len(key), value_at, value_at + len(raw_value), last, name))
         return partial(_read_karpathy, tuple(plan), match.span(1))
 
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for ``text``'s shape (see base.ColumnFamily) when every pair's name is fixed and
+        every number is plain digits; the MFU placeholder is left to the per-line reader."""
+        match = _KARPATHY_RE.match(text)
+        if match is None:
+            return None
+        reader = self.for_shape(text)
+        if not isinstance(reader, partial):
+            return None
+        plan: tuple[tuple[int, int, int, int, str, str | None], ...] = reader.args[0]
+        names: list[str] = []
+        spans: list[Span] = []
+        for _key_at, _key_end, value_at, value_end, last, name in plan:
+            raw = text[value_at:value_end]
+            number_at, number_end = value_at, value_end
+            if last == "s":
+                if raw != raw.strip():
+                    return None
+                unit = _number_and_unit(raw)[1]
+                number_end -= len(unit)
+            if text[number_end - 1 : number_end] == "%":
+                number_end -= 1  # _number's "%" (after a unit too: "5%s" reads as 5)
+            if name is None or not plain_float_shape(text[number_at:number_end]):
+                return None
+            names.append(name)
+            spans.append((number_at, number_end))
+        if not names:
+            return None
+        return partial(_karpathy_columns, match.span(1), tuple(names), tuple(spans))
+
 
 class ModdedNanoGptFamily:
     """modded-nanogpt ``step:N/TOTAL key:value ...`` training and validation lines."""
@@ -241,6 +277,27 @@ class ModdedNanoGptFamily:
         total_span = group_span(match, 2)
         return partial(_read_modded, tuple(plan), match.span(1), total_span)
 
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for ``text``'s shape (see base.ColumnFamily) when every key is fixed and every
+        number is plain digits (so no timing is the NaN placeholder)."""
+        match = _MODDED_RE.match(text) if text.startswith("step:") else None
+        if match is None:
+            return None
+        reader = self.for_shape(text)
+        if not isinstance(reader, partial):
+            return None
+        plan: tuple[tuple[int, int, int, int, bool, str, str | None], ...] = reader.args[0]
+        names: list[str] = []
+        spans: list[Span] = []
+        for _key_at, _key_end, number_at, number_end, _timing, _unit, name in plan:
+            if name is None or not plain_float_shape(text[number_at:number_end]):
+                return None
+            names.append(name)
+            spans.append((number_at, number_end))
+        if not names:
+            return None
+        return partial(_modded_columns, match.span(1), group_span(match, 2), tuple(names), tuple(spans))
+
 
 def _read_karpathy(
     plan: tuple[tuple[int, int, int, int, str, str | None], ...], step_span: tuple[int, int], text: str
@@ -312,6 +369,37 @@ def _read_modded(
     step = int(text[step_span[0] : step_span[1]])
     total = None if total_span is None else int(text[total_span[0] : total_span[1]])
     return Hit(step, total, None, None, None, None, metrics)
+
+
+def _karpathy_columns(
+    step_span: Span, names: tuple[str, ...], spans: tuple[Span, ...], lines: Sequence[str], start: int
+) -> Columns | None:
+    """What _read_karpathy reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
+    try:
+        values = tuple(float_column(lines, start, span) for span in spans)
+    except ValueError:
+        return None
+    for name, column in zip(names, values, strict=True):
+        if name == "mfu" and _MFU_PLACEHOLDER in column:
+            return None
+    return Columns(int_column(lines, start, step_span), None, None, None, None, None, names, values)
+
+
+def _modded_columns(  # noqa: PLR0917 - bound by partial, positional
+    step_span: Span,
+    total_span: Span | None,
+    names: tuple[str, ...],
+    spans: tuple[Span, ...],
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_modded reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
+    try:
+        values = tuple(float_column(lines, start, span) for span in spans)
+    except ValueError:
+        return None
+    total = None if total_span is None else int_column(lines, start, total_span)
+    return Columns(int_column(lines, start, step_span), total, None, None, None, None, names, values)
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (NanoGptFamily, ModdedNanoGptFamily)

@@ -17,20 +17,25 @@ rank prefix; each line is read as it is, and telling ranks apart is left to the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from functools import partial
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
     Hit,
     LineFamily,
     Span,
     canonical_metric_name,
     group_spans,
     has_digit,
+    int_column,
+    joined_float_column,
     never_reads,
     parse_number,
+    plain_float_shape,
     texts_at,
 )
 
@@ -142,6 +147,76 @@ class TorchTitanFamily:
             None if match.start(1) < 0 else ((match.start(1), match.end(3)), group_spans(match, range(1, 8)))
         )
         return partial(_read_step, prefix, pairs, match.span(9), stamp)
+
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for ``text``'s shape (see base.ColumnFamily) when every name is fixed and every
+        value plain digits (thousands separators and a percent sign aside)."""
+        reader = self.for_shape(text)
+        if not isinstance(reader, partial):
+            return None
+        prefix: str = reader.args[0]
+        pairs: tuple[tuple[int, int, int, int, tuple[str, str] | None], ...] = reader.args[1]
+        names: list[str] = []
+        spans: list[tuple[Span, ...]] = []
+        for _key_at, _key_end, raw_at, raw_end, fixed in pairs:
+            if fixed is None:
+                return None
+            key, name = fixed
+            raw = text[raw_at:raw_end]
+            memory = _MEMORY_RE.fullmatch(raw) if key == "memory" else None
+            if memory is not None:
+                names += [prefix + "memory_gib", prefix + "memory_pct"]
+                spans += [((raw_at + memory.start(1), raw_at + memory.end(1)),)]
+                spans += [((raw_at + memory.start(2), raw_at + memory.end(2)),)]
+                continue
+            pieces = _value_pieces(raw, raw_at)
+            if pieces is None:
+                return None
+            names.append(name)
+            spans.append(pieces)
+        if not names:
+            return None
+        return partial(_step_columns, reader.args[2], tuple(names), tuple(spans), reader.args[3])
+
+
+def _step_columns(  # noqa: PLR0917 - bound by partial, positional
+    step_span: Span,
+    names: tuple[str, ...],
+    spans: tuple[tuple[Span, ...], ...],
+    stamp_plan: tuple[Span, tuple[Span | None, ...]] | None,
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_step reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
+    try:
+        values = tuple(joined_float_column(lines, start, pieces) for pieces in spans)
+    except ValueError:
+        return None
+    stamps = None if stamp_plan is None else partial(_step_stamps, stamp_plan, lines, start)
+    return Columns(int_column(lines, start, step_span), None, None, None, None, None, names, values, stamps)
+
+
+def _step_stamps(
+    stamp_plan: tuple[Span, tuple[Span | None, ...]], lines: Sequence[str], start: int
+) -> list[float | None]:
+    day, groups = stamp_plan
+    texts = [line[start:] for line in lines]
+    return [_stamp_of(text[day[0] : day[1]], texts_at(text, groups)) for text in texts]
+
+
+def _value_pieces(raw: str, at: int) -> tuple[Span, ...] | None:
+    """Where the number of a printed value ``raw`` (at ``at``) is, its thousands separators and trailing
+    percent signs cut out, as _read_step's ``float(raw.replace(",", "").rstrip("%"))`` reads it; None unless
+    that is plain digits on every line of the shape."""
+    kept = raw.rstrip("%")
+    pieces: list[Span] = []
+    offset = at
+    for piece in kept.split(","):
+        if piece:
+            pieces.append((offset, offset + len(piece)))
+        offset += len(piece) + 1
+    number = kept.replace(",", "")
+    return tuple(pieces) if pieces and plain_float_shape(number) else None
 
 
 def _read_step(
