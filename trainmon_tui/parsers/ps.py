@@ -140,9 +140,12 @@ def parse_ps(text: str, columns: Sequence[str] = PS_COLUMNS) -> list[ProcInfo]:
     current: Sequence[str] = columns
     processes: list[ProcInfo] = []
     for line in text.splitlines():
-        if not line.strip():
+        first = line.split(None, 1)[:1]
+        if not first:
             continue
-        header = _read_header(line)
+        # A process row starts with its pid (or, in `ps aux`, a user name); reading a row as a possible
+        # header would split its whole command line.
+        header = None if first[0].isdigit() else _read_header(line)
         if header is not None:
             current = header
             continue
