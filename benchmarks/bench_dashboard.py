@@ -1,10 +1,11 @@
 """Benchmark of the dashboard process: CPU while it shows a big fleet, and time to first paint.
 
 The workload of issue 4: 64 hosts x 8 GPUs sampled at 1 Hz, served by the demo simulator in a separate process
-(``python -m trainmon_tui.demo serve --no-drop``: in-process SSH servers on loopback; every rank of the
-simulated runs also writes its log, about 470 lines/s in all), watched by a real ``trainmon-tui --hosts FILE``
-running in a pseudo-terminal of 200x60 whose output this script drains (as a terminal emulator would). The
-dashboard collects over SSH and repaints at its normal rate.
+(``python -m trainmon_tui.demo serve --no-drop``: in-process SSH servers on loopback; a ``ps`` table of every
+rank per host; on a cluster this big one log per host, written by the node's local rank 0 at about a line per
+second, as issue 3 defines the collection workload: about 60 lines/s in all), watched by a real
+``trainmon-tui --hosts FILE`` running in a pseudo-terminal of 200x60 whose output this script drains (as a
+terminal emulator would). The dashboard collects over SSH and repaints at its normal rate.
 
 Measured, per approach, in the same run against the same simulator, in rounds (``--rounds``) that take the
 approaches in turn, so a change in the box's load hits all of them alike:
@@ -29,9 +30,9 @@ Approaches:
   once a second);
 * **dashboard** - the product at its normal repaint rate (1 Hz);
 * **dashboard at 2 Hz** - the same with ``trainmon_tui.ui.app.DEFAULT_REFRESH_HZ`` set to the 2 Hz maximum;
-* **dashboard before** - a copy of the working tree whose pacing and row drawing (:data:`PACED_FILES`:
-  ``ui/app.py``, ``ui/widgets/row_list.py``, ``ui/widgets/fleet_view.py``) are those of git revision
-  ``--base`` (default HEAD), run the same way; ``--base none`` skips it.
+* **dashboard before** - a copy of the working tree whose drawing and health files (:data:`COMPARED_FILES`:
+  the row lists, the fleet view, the loss chart, the health rules) are those of git revision ``--base``
+  (default HEAD), run the same way against the same simulator; ``--base none`` skips it.
 
 Besides, the import cost of the dashboard command (``import trainmon_tui.dashboard_cmd`` in a fresh
 interpreter, median of ``--import-repeats``), the part of first paint that is not Textual's.
@@ -86,12 +87,14 @@ BARE_APP = textwrap.dedent(
     Bare().run()
     """
 )
-# The files that pace and draw the repaints; "before" is the working tree with these as of --base, so other
-# work in progress in the tree is in both and the comparison isolates them.
-PACED_FILES = (
-    "trainmon_tui/ui/app.py",
+# The files of the dashboard's own work per repaint (drawing, health rules); "before" is the working tree with
+# these as of --base, so other work in progress in the tree is in both and the comparison isolates them.
+COMPARED_FILES = (
     "trainmon_tui/ui/widgets/row_list.py",
     "trainmon_tui/ui/widgets/fleet_view.py",
+    "trainmon_tui/ui/widgets/loss_chart.py",
+    "trainmon_tui/analysis/health.py",
+    "trainmon_tui/analysis/health_rules.py",
 )
 # The dashboard with another default repaint rate: the module constant is read when the app is built.
 RATE_HARNESS = textwrap.dedent(
@@ -382,7 +385,7 @@ def start_simulator(hosts: int, gpus: int, config_out: Path) -> subprocess.Popen
 
 
 def export_tree(revision: str, into: Path) -> str:
-    """A copy of the working tree's package under ``into`` with :data:`PACED_FILES` as of ``revision`` (read
+    """A copy of the working tree's package under ``into``, :data:`COMPARED_FILES` as of ``revision`` (read
     with read-only git commands); returns the revision's short commit id."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", revision], cwd=ROOT, check=True, capture_output=True, text=True
@@ -390,7 +393,7 @@ def export_tree(revision: str, into: Path) -> str:
     shutil.copytree(
         ROOT / "trainmon_tui", into / "trainmon_tui", ignore=shutil.ignore_patterns("__pycache__")
     )
-    for path in PACED_FILES:
+    for path in COMPARED_FILES:
         text = subprocess.run(
             ["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True
         ).stdout
@@ -487,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.base != "none":
             base_tree = scratch / "base"
             commit = export_tree(args.base, base_tree)
-            results.append(Measured(f"dashboard with app/row list/fleet view of {commit} (before)"))
+            results.append(Measured(f"dashboard with the drawing and health files of {commit} (before)"))
         dashboard = [sys.executable, "-m", "trainmon_tui", "--hosts", str(hosts_file)]
         bare_argv = [sys.executable, str(bare)]
         rate = [sys.executable, str(harness), "2", "--hosts", str(hosts_file)]

@@ -15,6 +15,7 @@ from trainmon_tui.state.store import HostState, RunSnapshot, Store, StoreSnapsho
 from trainmon_tui.ui.app import DEFAULT_REFRESH_HZ, MAX_REFRESH_HZ, TrainmonApp
 from trainmon_tui.ui.screens.dashboard import ALERTS_EVERY_S, CHART_EVERY_S, DashboardScreen
 from trainmon_tui.ui.widgets.fleet_view import AUTO_COLLAPSE_ROWS, FleetView
+from trainmon_tui.ui.widgets.loss_chart import metric_series
 
 WIDE = (160, 48)
 
@@ -169,3 +170,66 @@ async def test_health_is_judged_every_few_seconds_and_the_chart_redrawn_when_old
         await pilot.press("w")
         await pilot.pause()
         assert len(drawn) == 2
+
+
+async def test_the_chart_is_built_again_for_new_data_or_a_new_size_not_for_a_repaint_around_it() -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        chart = screen.chart
+        assert chart.drawn and chart.builds >= 1
+        builds = chart.builds
+        # A repaint of the whole screen and a layout pass, with the same data: the built chart is reused.
+        screen.refresh(layout=True)
+        chart.refresh()
+        await pilot.pause()
+        assert chart.builds == builds
+        # New data (a key that changes the window): built once more.
+        await pilot.press("w")
+        await pilot.pause()
+        assert chart.builds == builds + 1 and chart.border_title is not None and "1h" in chart.border_title
+        # A new size: built again for it.
+        await pilot.resize_terminal(140, 40)
+        await pilot.pause()
+        await pilot.pause()
+        assert chart.builds > builds + 1
+
+
+async def test_the_chart_asks_for_at_most_two_points_per_column() -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=(40, 24)) as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        chart = screen.chart
+        await pilot.press("w", "w")
+        await pilot.pause()
+        assert chart.window_label == "all" and chart.metric is not None
+        snapshot, run_name = screen.snapshot, screen.runs.run_of_cursor()
+        assert snapshot is not None and run_name is not None
+        # The whole run holds more points than a 40-column chart shows (two per braille cell) ...
+        whole = metric_series(
+            snapshot, snapshot.runs[run_name], chart.metric, None, smooth=False, log_y=False
+        )
+        assert whole is not None and len(whole.xs) > 2 * chart.size.width
+        # ... so the lines drawn hold two per column at most.
+        assert chart.drawn and all(len(series.xs) <= 2 * chart.size.width for series in chart.drawn)
+
+
+async def test_kept_row_styles_follow_a_change_of_theme() -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        fleet = _fleet(app)
+        dark = fleet.component_style("fleet-view--host")
+        assert dark == fleet.get_component_rich_style("fleet-view--host")
+        app.theme = "textual-light"
+        await pilot.pause()
+        light = fleet.component_style("fleet-view--host")
+        assert light != dark and light == fleet.get_component_rich_style("fleet-view--host")

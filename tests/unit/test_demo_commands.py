@@ -269,6 +269,51 @@ def test_tail_of_several_files_demuxes_and_parses(sim: Simulation) -> None:
         assert steps[path] == list(range(rank.steps_done(20.0) + 1, rank.steps_done(40.0) + 1))
 
 
+def test_a_big_cluster_keeps_one_log_per_host_where_the_slow_rank_shows_and_ps_lists_every_rank() -> None:
+    big = Simulation(9, 8, seed=3)
+    assert big.one_log_per_host and not Simulation(8, 8, seed=3).one_log_per_host
+    llama, vit = big.runs
+    lines_per_s: dict[str, float] = {}
+    last_steps: dict[int, int] = {}
+    for host in big.hosts:
+        commands = HostCommands(big, host, WALL_EPOCH)
+        run = llama if host.index in llama.host_indexes else vit
+        listing = parse_listing(
+            _ask(commands, list_argv([run.log_glob]), 30.0).stdout.decode(), [run.log_glob]
+        )
+        # One log, the node's local rank 0, whose global rank its name gives (as the collector reads it).
+        node_rank = run.host_indexes.index(host.index)
+        assert [file.path for file in listing.files] == [run.log_path(node_rank * run.gpus_per_host)]
+        # ps still lists a process for every rank of the node.
+        processes = parse_ps(_ask(commands, PS_ARGV, 30.0).stdout.decode())
+        listed = {process.pid for process in processes}
+        assert {rank.pid for rank in host.ranks} <= listed and len(host.ranks) == run.gpus_per_host
+        # What the log prints over two minutes, parsed as the collector parses it.
+        path = listing.files[0].path
+        stream = commands.answer(tail_argv([path], 0), 30.0)
+        assert isinstance(stream, TailStream)
+        stream.start(30.0)
+        text = stream.more(150.0).decode().splitlines()
+        lines_per_s[host.name] = len(text) / 120.0
+        parser = LogParser(default_rank=rank_from_path(path))
+        records = [record for line in text for record in parser.feed(line)[0] if record.step is not None]
+        if run is llama:
+            # The node's iteration lines are its own rank's.
+            assert {record.rank for record in records} == {node_rank * 8}
+            last_steps[node_rank * 8] = max(record.step or 0 for record in records)
+    # About a line per second per llama host (a step takes 1.1 s; an evaluation pauses and adds a few lines);
+    # the HF bar prints a line per 0.42 s step.
+    assert all(0.7 < rate < 1.1 for name, rate in lines_per_s.items() if name != big.hosts[-1].name)
+    assert 2.0 < lines_per_s[big.hosts[-1].name] < 3.0
+    # The slow rank is a rank that logs, and its log is behind every other node's.
+    assert big.slow_rank == 8 and big.rank("llama-7b", 8).slow
+    assert last_steps[8] < min(step for rank, step in last_steps.items() if rank != 8)
+    # Faults are logged by ranks that write a log.
+    assert (
+        big.rank("llama-7b", llama.fault_rank).writes_log and big.rank("vit-sweep", vit.fault_rank).writes_log
+    )
+
+
 def test_tail_of_a_missing_file_says_so_on_stderr(sim: Simulation) -> None:
     stream = _host(sim, 0).answer(tail_argv(["/nope.log"], 10), 0.0)
     assert isinstance(stream, TailStream)

@@ -8,16 +8,18 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from trainmon_tui.analysis.alerts import Alert, AlertKind, Severity
 from trainmon_tui.analysis.health import DEATH_CONFIRM_S, STRAGGLER_CONFIRM_S, HealthMonitor
-from trainmon_tui.analysis.health_rules import duty_cycle
+from trainmon_tui.analysis.health_rules import SM_FIELD, busy_at_newest_reading, duty_cycle, idle_since
 from trainmon_tui.config import parse_config
 from trainmon_tui.model import ComputeApp, GpuSample, LogRecord, ProcInfo, ProcState
 from trainmon_tui.parsers.trainlog.engine import LogParser
+from trainmon_tui.state.series import SeriesView
 from trainmon_tui.state.store import HostState, Store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "health"
@@ -170,6 +172,65 @@ def test_a_rank_that_prints_rarely_gets_a_longer_limit() -> None:
 
 
 # --------------------------------------------------------------------------------------------------- GPUs
+
+
+def _idle_since_from_every_point(
+    history: SeriesView, now: float, idle_pct: float, lookback_s: float
+) -> float | None:
+    """The definition of idle_since, read the slow way: every point of the lookback, newest last."""
+    points = [
+        point
+        for point in history.points(SM_FIELD, now - lookback_s, now, max_points=1200).points
+        if point.samples and point.high is not None
+    ]
+    if not points or points[-1].high is None or points[-1].high > idle_pct:
+        return None
+    start = points[0].t
+    for earlier, later in pairwise(points):
+        if earlier.high is not None and earlier.high > idle_pct:
+            start = later.t
+    return max(start, now - lookback_s)
+
+
+@pytest.mark.parametrize("interval_s", [0.2, 1.0, 3.0])
+def test_a_gpu_busy_at_its_newest_reading_is_one_idle_since_finds_busy(interval_s: float) -> None:
+    """The shortcut the monitor takes before idle_since, against reading every point of the lookback: busy,
+    idle, flickering and unreadable stretches, readings a hair above the line (the series keeps single
+    precision), sampled sparsely and densely (5 Hz: more samples than the raw points asked for, so the
+    window is read as buckets), judged at many moments."""
+    rng = random.Random(int(interval_s * 10))
+    store = Store()
+    t = 0.0
+    verdicts: list[float | None] = []
+    shortcuts = 0
+    while t < 1500.0:
+        t += interval_s
+        phase = int(t // 97) % 4
+        if phase == 0:
+            sm: float | None = 90.0 + rng.random() * 10
+        elif phase == 1:
+            sm = rng.choice([0.0, 1.0, 4.0])
+        elif phase == 2:
+            sm = rng.choice([0.0, 5.0, 5.0 + 1e-9, 5.5, 60.0])
+        else:
+            sm = rng.choice([None, 2.0, 80.0])
+        store.apply_gpu("node-0", GpuSample(gpu=0, sm_pct=sm), t)
+        # About 200 moments judged, whatever the sampling interval.
+        if rng.random() < 0.13 * interval_s:
+            gpu = store.snapshot(t).hosts["node-0"].gpus[0]
+            for now in (t, t + 0.5 * interval_s, t + 7.0):
+                for lookback_s in (60.0, 600.0):
+                    expected = _idle_since_from_every_point(gpu.history, now, 5.0, lookback_s)
+                    busy = busy_at_newest_reading(gpu, now, 5.0, lookback_s)
+                    if busy:
+                        shortcuts += 1
+                        assert expected is None, (t, now, lookback_s)
+                    assert idle_since(gpu.history, now, 5.0, lookback_s) == expected, (t, now, lookback_s)
+                    verdicts.append(expected)
+    # Busy and idle moments both came up often, and the shortcut was taken for most busy ones.
+    assert sum(verdict is None for verdict in verdicts) > 50
+    assert sum(verdict is not None for verdict in verdicts) > 50
+    assert shortcuts > sum(verdict is None for verdict in verdicts) / 2
 
 
 def test_a_short_zero_reading_is_no_idle_alert_but_sustained_zero_is() -> None:

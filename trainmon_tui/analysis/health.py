@@ -49,6 +49,7 @@ from trainmon_tui.analysis.health_patterns import PatternWatch
 from trainmon_tui.analysis.health_rules import (
     RunProcess,
     RunSpec,
+    busy_at_newest_reading,
     duty_cycle,
     finished,
     format_value,
@@ -64,7 +65,7 @@ from trainmon_tui.analysis.health_rules import (
     values_since,
 )
 from trainmon_tui.analysis.health_settings import DEFAULT_SETTINGS, HealthSettings, PlateauMode
-from trainmon_tui.model import EventKind
+from trainmon_tui.model import EventKind, ProcInfo
 from trainmon_tui.sanitize import clean_remote_text
 from trainmon_tui.state.store import (
     EventEntry,
@@ -511,11 +512,15 @@ class HealthMonitor:
                     live[(entry.run, entry.rank)] = pid
                     self._tracked[key] = _Tracked(entry.run, entry.rank, entry.gpus or self._gpus_of(key))
         # Deaths: tracked rank processes that are gone, or listed as defunct, on hosts listed now.
+        listings: dict[str, dict[int, ProcInfo]] = {}
         for (host_name, pid), tracked in list(self._tracked.items()):
             if host_name not in listed_hosts:
                 continue
             host = snapshot.hosts[host_name]
-            listing = {process.pid: process for process in host.processes}
+            listing = listings.get(host_name)
+            if listing is None:
+                # Once per host: a host runs several tracked ranks.
+                listing = listings[host_name] = {process.pid: process for process in host.processes}
             process = listing.get(pid)
             if process is not None and not process.defunct:
                 continue
@@ -597,6 +602,8 @@ class HealthMonitor:
                 if not settings.enabled(AlertKind.GPU_IDLE) or gpu.age_s(now) > settings.stale_after_s:
                     continue
                 lookback = max(4.0 * settings.idle_after_s, settings.duty_window_s)
+                if busy_at_newest_reading(gpu, now, settings.idle_sm_pct, lookback):
+                    continue
                 start = idle_since(gpu.history, now, settings.idle_sm_pct, lookback)
                 if start is None or now - start <= settings.idle_after_s:
                     continue

@@ -21,13 +21,15 @@ from trainmon_tui.analysis.eta import current_segment, quantile
 from trainmon_tui.analysis.health_settings import HealthSettings, PlateauMode, PlateauSpec
 from trainmon_tui.model import ProcInfo
 from trainmon_tui.state.series import Point, SeriesView
-from trainmon_tui.state.store import HostSnapshot, MetricSnapshot, RankSnapshot, RunSnapshot
+from trainmon_tui.state.store import GpuSnapshot, HostSnapshot, MetricSnapshot, RankSnapshot, RunSnapshot
 
 SM_FIELD = "sm_pct"
 MEMORY_FIELD = "fb_used_mib"
 #: Print intervals shorter than this are a backlog arriving in chunks, not the pace of training
 #: (see rank_rate).
 BACKLOG_GAP_S = 0.05
+# Relative rounding of a single-precision float (2**-23): the series keep GPU readings as such.
+_SINGLE_PRECISION_STEP = 2.0**-23
 # MAD -> standard deviation for normally distributed noise.
 _MAD_TO_SIGMA = 1.4826
 
@@ -98,6 +100,21 @@ def idle_since(history: SeriesView, now: float, idle_pct: float, lookback_s: flo
         if earlier.high is not None and earlier.high > idle_pct:
             start = later.t
     return max(start, now - lookback_s)
+
+
+def busy_at_newest_reading(gpu: GpuSnapshot, now: float, idle_pct: float, lookback_s: float) -> bool:
+    """Whether the GPU's newest reading, taken within the lookback, is above ``idle_pct`` % SM: then
+    :func:`idle_since` is None whatever the window holds (its last point is that reading, or a bucket whose
+    high is at least it), and it need not read the window.
+
+    The dashboard asks this of every GPU every few seconds and almost all of them are busy: this reads one
+    number instead of ~600 points, and leaves the series' queued rows queued. The series keeps single
+    precision: a reading counts as above the line only when its rounding cannot put it at or below.
+    """
+    sm = gpu.latest.sm_pct
+    if sm is None or not now - lookback_s <= gpu.last_t <= now:
+        return False
+    return sm - idle_pct > abs(sm) * _SINGLE_PRECISION_STEP
 
 
 def memory_mean(history: SeriesView, now: float, window_s: float) -> float | None:
@@ -243,10 +260,16 @@ def run_of_process(
 ) -> str | None:
     """The run a process belongs to: remembered from earlier (a zombie has lost its command line), else the
     only run on the host when the process has a rank, else the run whose ``process`` pattern matches."""
+    return _run_of_process(process, rank, [spec for spec in specs if host in spec.hosts], remembered)
+
+
+def _run_of_process(
+    process: ProcInfo, rank: int | None, on_host: Sequence[RunSpec], remembered: Mapping[int, str]
+) -> str | None:
+    """:func:`run_of_process` with the runs on the process's host already picked out."""
     known = remembered.get(process.pid)
     if known is not None:
         return known
-    on_host = [spec for spec in specs if host in spec.hosts]
     if rank is not None and len(on_host) == 1:
         return on_host[0].name
     for spec in on_host:
@@ -260,9 +283,11 @@ def run_processes(
 ) -> list[RunProcess]:
     """Every listed process of the host that belongs to a configured run."""
     found: list[RunProcess] = []
+    # Once per host, not per process: a run of 64 hosts lists 64 names to look through.
+    on_host = [spec for spec in specs if host.name in spec.hosts]
     for process in host.processes:
         rank = host.rank_of_pid.get(process.pid)
-        run = run_of_process(host.name, process, rank, specs, remembered)
+        run = _run_of_process(process, rank, on_host, remembered)
         if run is not None:
             found.append(RunProcess(run, host.name, process, rank, host.gpu_of_pid.get(process.pid, ())))
     return found

@@ -5,7 +5,7 @@ the demo starts; the runs began earlier, so there is history to show at once). N
 keeps state that changes with time, so a reading asked for twice, or by two connections, is the same.
 
 What it plays, by default on 3 hosts x 8 GPUs (more hosts just add ranks to the first run; past
-:data:`BIG_CLUSTER_HOSTS` hosts that run launched later, so there is less log history to replay):
+:data:`BIG_CLUSTER_HOSTS` hosts the cluster logs like a big job, see below):
 
 - ``llama-7b``: a Megatron-LM pretraining run on every host but the last, one rank per GPU, resumed from a
   checkpoint: noisy falling loss, an evaluation every 200 iterations (~4 minutes) during which SM% dips,
@@ -15,6 +15,12 @@ What it plays, by default on 3 hosts x 8 GPUs (more hosts just add ranks to the 
   tqdm bars, loss dicts, an evaluation every 1000 steps, and an occasional NCCL warning on one rank.
 - The last GPU of the last host trains nothing: a forgotten Jupyter kernel holds some of its memory.
 - The last host drops off the network on a schedule (:class:`DropSchedule`), for ~30 s every 5 minutes.
+
+On a big cluster (more than :data:`BIG_CLUSTER_HOSTS` hosts) every rank still runs and shows in ``ps``, but
+only each node's local rank 0 writes a log (as with ``torchrun --local-ranks-filter 0`` or one SLURM output
+file per node): one log per host, about a line per second, instead of one per GPU. The slow rank is then the
+local rank 0 of the second host, so its own log shows it lagging, and the faults (NaN, NCCL warnings) are
+logged by ranks that write a log. llama-7b launched later there, so there is less log history to replay.
 
 GPU readings follow the rank on the GPU: SM%, memory bandwidth, power, clocks and temperature move together
 (temperature lags the load by averaging it over the last 40 s).
@@ -203,6 +209,8 @@ class Rank:
     seed: int
     pid: int
     slow: bool = False
+    # Whether the rank writes a log file (on a big cluster only each node's local rank 0 does).
+    writes_log: bool = True
     # mix(seed, _K_JITTER, run.index, rank), hashed once: step_end runs thousands of times per log read.
     jitter_key: int = 0
     # The same for the loss and gradient-norm noise: mix() folds its keys one by one, so
@@ -378,8 +386,13 @@ class SimHost:
     rank_of_gpu: MappingProxyType[int, Rank] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
+    def logging_ranks(self) -> tuple[Rank, ...]:
+        """The ranks on this host that write a log file."""
+        return tuple(rank for rank in self.ranks if rank.writes_log)
+
+    @property
     def log_paths(self) -> tuple[str, ...]:
-        return tuple(rank.log_path for rank in self.ranks)
+        return tuple(rank.log_path for rank in self.logging_ranks)
 
 
 def _host_names(count: int) -> tuple[str, ...]:
@@ -408,7 +421,12 @@ _LLAMA_LAUNCH_T: Final = -640.0
 _BIG_CLUSTER_LAUNCH_T: Final = -160.0
 
 
-def _llama_run(host_indexes: tuple[int, ...], gpus: int, launched_t: float = _LLAMA_LAUNCH_T) -> RunSpec:
+def _llama_run(
+    host_indexes: tuple[int, ...], gpus: int, launched_t: float = _LLAMA_LAUNCH_T, *, big: bool = False
+) -> RunSpec:
+    world_size = len(host_indexes) * gpus
+    # On a big cluster only local ranks 0 log: the NaN is then reported by the third node's first rank.
+    fault_rank = min(2 * gpus if big else 5, world_size - 1)
     return RunSpec(
         index=0,
         name="llama-7b",
@@ -437,13 +455,13 @@ def _llama_run(host_indexes: tuple[int, ...], gpus: int, launched_t: float = _LL
             "--load /ckpt/llama-7b --log-interval 1 --eval-interval 200 --eval-iters 20 "
             "--save-interval 1000 --distributed-backend nccl"
         ),
-        fault_rank=min(5, len(host_indexes) * gpus - 1),
+        fault_rank=fault_rank,
         fault_every=677,
         fault_offset=1450 % 677,
     )
 
 
-def _vit_run(host_index: int, gpus: int) -> RunSpec:
+def _vit_run(host_index: int, gpus: int, *, big: bool = False) -> RunSpec:
     return RunSpec(
         index=1,
         name="vit-sweep",
@@ -469,7 +487,8 @@ def _vit_run(host_index: int, gpus: int) -> RunSpec:
             "--per_device_train_batch_size 128 --num_train_epochs 24 --warmup_steps 1500 "
             "--weight_decay 0.05 --logging_steps 20 --eval_strategy steps --eval_steps 1000 --bf16"
         ),
-        fault_rank=min(3, gpus - 1),
+        # On a big cluster only rank 0 logs, so it is the one whose NCCL warnings show.
+        fault_rank=0 if big else min(3, gpus - 1),
         fault_every=1733,
         fault_offset=1900 % 1733,
         steps_per_epoch=1430,
@@ -477,9 +496,10 @@ def _vit_run(host_index: int, gpus: int) -> RunSpec:
     )
 
 
-#: Which rank of llama-7b is slow (the fourth of the second host, or the last when there are fewer).
-def _slow_rank(run: RunSpec) -> int:
-    return min(run.gpus_per_host + 3, run.world_size - 1)
+#: Which rank of llama-7b is slow: the fourth of the second host, or the last when there are fewer; on a big
+#: cluster, where only local ranks 0 log, the first of the second host.
+def _slow_rank(run: RunSpec, big: bool) -> int:
+    return min(run.gpus_per_host + (0 if big else 3), run.world_size - 1)
 
 
 SLOW_FACTOR: Final = 1.06
@@ -507,11 +527,14 @@ class Simulation:
         self.drop = drop
         self.gpus_per_host = gpus_per_host
         names = _host_names(hosts)
-        launched_t = _LLAMA_LAUNCH_T if hosts <= BIG_CLUSTER_HOSTS else _BIG_CLUSTER_LAUNCH_T
-        llama = _llama_run(tuple(range(hosts - 1)), gpus_per_host, launched_t)
-        vit = _vit_run(hosts - 1, gpus_per_host - 1)
+        #: One log per host (each node's local rank 0) instead of one per rank: see the module docstring.
+        self.one_log_per_host = hosts > BIG_CLUSTER_HOSTS
+        big = self.one_log_per_host
+        launched_t = _BIG_CLUSTER_LAUNCH_T if big else _LLAMA_LAUNCH_T
+        llama = _llama_run(tuple(range(hosts - 1)), gpus_per_host, launched_t, big=big)
+        vit = _vit_run(hosts - 1, gpus_per_host - 1, big=big)
         self.runs: tuple[RunSpec, ...] = (llama, vit)
-        self.slow_rank = _slow_rank(llama)
+        self.slow_rank = _slow_rank(llama, big)
         built = [self._build_host(index, name, names[0]) for index, name in enumerate(names)]
         self.hosts: tuple[SimHost, ...] = tuple(built)
         self.host_by_name = MappingProxyType({host.name: host for host in self.hosts})
@@ -560,6 +583,7 @@ class Simulation:
                 seed=seed,
                 pid=launcher_pid + 31 + local * 2 + int(uniform(seed, _K_PID, index, local) * 2),
                 slow=slow,
+                writes_log=local == 0 or not self.one_log_per_host,
                 jitter_key=mix(seed, _K_JITTER, run.index, global_rank),
             )
             ranks.append(rank)

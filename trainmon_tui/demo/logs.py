@@ -332,5 +332,5 @@ class FileGrowth:
 
 
 def logs_of(host: SimHost, wall_epoch: float) -> dict[str, RankLog]:
-    """Every log file on ``host``, by path."""
-    return {rank.log_path: RankLog(rank, host, wall_epoch) for rank in host.ranks}
+    """Every log file on ``host``, by path (of the ranks that write one)."""
+    return {rank.log_path: RankLog(rank, host, wall_epoch) for rank in host.logging_ranks}

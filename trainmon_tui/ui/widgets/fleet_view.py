@@ -49,6 +49,8 @@ SPARK_SECONDS_PER_CELL = 5.0
 # separators 7.
 _GPU_ROW_FIXED = 5 + 4 + _BAR_CELLS + 11 + 5 + 5 + 9 + 7
 _NAME_CELLS = 14
+# GPU model names kept made-inert (a fleet has a handful; the bound only guards against a host that lies).
+_MAX_MODELS = 64
 _STALE_NOTE_CELLS = 12
 
 
@@ -128,6 +130,7 @@ class FleetView(RowList):
         self._auto_collapse_done = False
         self._ranks: dict[str, dict[int, list[str]]] = {}
         self._hosts: Mapping[str, HostSnapshot] = {}
+        self._models: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------------- data
 
@@ -208,7 +211,7 @@ class FleetView(RowList):
     # ----------------------------------------------------------------------------------------- drawing
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"fleet-view--{name}")
+        return self.component_style(f"fleet-view--{name}")
 
     def render_row(self, key: Hashable, width: int) -> Text:
         assert isinstance(key, tuple)
@@ -238,13 +241,24 @@ class FleetView(RowList):
         if not host.gpus:
             return text
         text.append("  ")
-        strip = Text(no_wrap=True)
+        # The heat strip, one cell per GPU; neighbours drawn alike are appended as one piece (64 host rows
+        # are drawn every second).
+        stale_style = self._style("stale")
+        fresh: list[GpuSnapshot] = []
+        cells: list[str] = []
+        cells_style: Style | None = None
         for gpu in host.gpus:
-            stale = gpu_is_stale(gpu, now, self.stale_s)
-            style = self._style("stale") if stale else self._sm_style(gpu.latest.sm_pct)
-            strip.append("·" if stale else level_char(gpu.latest.sm_pct), style)
-        text.append_text(strip)
-        fresh = [gpu for gpu in host.gpus if not gpu_is_stale(gpu, now, self.stale_s)]
+            if gpu_is_stale(gpu, now, self.stale_s):
+                cell, style = "·", stale_style
+            else:
+                fresh.append(gpu)
+                cell, style = level_char(gpu.latest.sm_pct), self._sm_style(gpu.latest.sm_pct)
+            if style != cells_style and cells:
+                text.append("".join(cells), cells_style)
+                cells = []
+            cells.append(cell)
+            cells_style = style
+        text.append("".join(cells), cells_style)
         sm_values = [gpu.latest.sm_pct for gpu in fresh if gpu.latest.sm_pct is not None]
         mean_sm = sum(sm_values) / len(sm_values) if sm_values else None
         used = [gpu.latest.fb_used_mib for gpu in fresh]
@@ -252,13 +266,24 @@ class FleetView(RowList):
         used_sum = None if not used or None in used else sum(u for u in used if u is not None)
         total_sum = None if None in totals else sum(t for t in totals if t is not None)
         temps = [gpu.latest.gpu_temp_c for gpu in fresh if gpu.latest.gpu_temp_c is not None]
-        text.append(f"  {len(host.gpus)} GPU  SM {fmt_pct(mean_sm)}", self._style("dim"))
-        text.append(f"  {fmt_memory(used_sum, total_sum)}", self._style("dim"))
-        text.append(f"  max {fmt_temp(max(temps) if temps else None)}", self._style("dim"))
+        text.append(
+            f"  {len(host.gpus)} GPU  SM {fmt_pct(mean_sm)}  {fmt_memory(used_sum, total_sum)}"
+            f"  max {fmt_temp(max(temps) if temps else None)}",
+            self._style("dim"),
+        )
         model = host.gpus[0].latest.name
         if model and width - text.cell_len > len(model) + 2:
-            text.append(f"  {clean_remote_text(model)}", self._style("dim"))
+            text.append(f"  {self._clean_model(model)}", self._style("dim"))
         return text
+
+    def _clean_model(self, model: str) -> str:
+        """The GPU model as shown (made inert), worked out once per model name: every host row shows it."""
+        cleaned = self._models.get(model)
+        if cleaned is None:
+            if len(self._models) >= _MAX_MODELS:
+                self._models.clear()
+            cleaned = self._models[model] = clean_remote_text(model)
+        return cleaned
 
     def _sm_style(self, sm_pct: float | None) -> Style:
         if sm_pct is None:

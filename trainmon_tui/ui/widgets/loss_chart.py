@@ -9,6 +9,11 @@ time, so nothing drawn depends on the wall clock, in the unit that suits the spa
 minutes, hours or days: :func:`time_ticks`), with round ticks labelled ``30s ago`` ... ``now``. Gaps and
 non-finite values are left out of the lines (plotext cannot draw them), and on a log axis so are values
 <= 0.
+
+Drawing costs: plotext builds the whole canvas as ANSI text and Rich parses it back, tens of milliseconds for
+a 100x34 chart. So a line gets at most two points per column (a braille cell is two dots wide: more points
+only overlap), and the drawn text is kept until :meth:`LossChart.show` gives new data or the size or theme
+changes, so a layout pass or a repaint around the chart does not build it again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from trainmon_tui.analysis.smoothing import ema_smooth
@@ -26,6 +32,8 @@ from trainmon_tui.state.store import RunSnapshot, StoreSnapshot
 WINDOWS: tuple[tuple[str, float | None], ...] = (("10m", 600.0), ("1h", 3600.0), ("all", None))
 SMOOTHING_WEIGHT = 0.8
 MAX_POINTS = 400
+#: Points per column of the chart at most: a braille cell is two dots wide.
+POINTS_PER_COLUMN = 2
 # 256-colour indices, so the chart reads the same in tmux with 256 colours as in a truecolor terminal.
 RAW_TRAIN_COLOUR = 244
 SMOOTH_TRAIN_COLOUR = 39
@@ -120,6 +128,12 @@ class LossChart(PlotextPlot):
         self.drawn: list[Series] = []
         #: The x axis's tick labels as last drawn (``["10m ago", ..., "now"]``).
         self.x_labels: list[str] = []
+        #: Times plotext built the chart (for tests and benchmarks).
+        self.builds = 0
+        # Bumped by show(): the plot's data changed since the text below was built.
+        self._generation = 0
+        # (size, theme, plotext theme, generation) -> the text built for them, the last one only.
+        self._built: tuple[tuple[object, ...], RenderResult] | None = None
 
     @property
     def window_label(self) -> str:
@@ -139,6 +153,7 @@ class LossChart(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
+        self._generation += 1
         self.drawn = []
         choices = [] if run is None else chart_metrics(run)
         if self.metric not in choices:
@@ -157,8 +172,11 @@ class LossChart(PlotextPlot):
             (val_metric, False): RAW_VAL_COLOUR,
             (val_metric, True): SMOOTH_VAL_COLOUR,
         }
+        max_points = min(MAX_POINTS, max(self.size.width, 1) * POINTS_PER_COLUMN)
         for name, smooth in colours:
-            series = metric_series(snapshot, run, name, window_s, smooth=smooth, log_y=self.log_y)
+            series = metric_series(
+                snapshot, run, name, window_s, smooth=smooth, log_y=self.log_y, max_points=max_points
+            )
             if series is not None and series.xs:
                 self.drawn.append(series)
         span = max((-series.xs[0] for series in self.drawn), default=0.0)
@@ -181,3 +199,13 @@ class LossChart(PlotextPlot):
         scale = " · log y" if self.log_y else ""
         self.border_title = f"{metric} · {run.name} · {self.window_label}{scale}"
         self.refresh()
+
+    def render(self) -> RenderResult:
+        """The chart as plotext draws it, built again only when the data, the size or the theme changed."""
+        key = (self.size, self.app.theme, self.theme, self._generation)
+        if self._built is not None and self._built[0] == key:
+            return self._built[1]
+        built = super().render()
+        self.builds += 1
+        self._built = (key, built)
+        return built

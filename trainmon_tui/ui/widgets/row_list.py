@@ -90,6 +90,8 @@ class RowList(ScrollView, can_focus=True):
         #: Row lines rendered into new strips so far (a line found unchanged is not counted), for tests and
         #: benchmarks.
         self.lines_rendered = 0
+        # Component class -> its rich style, until the CSS or the theme changes (see component_style).
+        self._row_component_styles: dict[str, Style] = {}
 
     # ------------------------------------------------------------------------------------------- rows
 
@@ -154,6 +156,17 @@ class RowList(ScrollView, can_focus=True):
         list keeps it to compare the next one with)."""
         raise NotImplementedError
 
+    def component_style(self, name: str) -> Style:
+        """The rich style of the component class ``name``, kept until the CSS or the theme changes.
+
+        Textual keeps these only until the widget's next refresh, and marking a changed line for repaint
+        is a refresh: rows that ask for a style per cell would have it worked out again for every line.
+        """
+        style = self._row_component_styles.get(name)
+        if style is None:
+            style = self._row_component_styles[name] = self.get_component_rich_style(name)
+        return style
+
     def row_text(self, index: int) -> str:
         """The plain text of row ``index`` as it is drawn (for tests and screen readers)."""
         return self.render_row(self._keys[index], self.size.width or 80).plain
@@ -185,7 +198,7 @@ class RowList(ScrollView, can_focus=True):
         shown.truncate(width, overflow="ellipsis", pad=True)
         if mark:
             component = "row-list--cursor" if mark == 1 else "row-list--cursor-blurred"
-            shown.stylize(self.get_component_rich_style(component))
+            shown.stylize(self.component_style(component))
         # The widget's own style goes under the row's, in one pass (Strip.apply_style would build a
         # second strip per line).
         strip = Strip(list(Segment.apply_style(shown.render(self.app.console), base_style)), width)
@@ -198,6 +211,7 @@ class RowList(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         # Theme or CSS changed: the component styles baked into the kept lines may be stale.
         self._drawn.clear()
+        self._row_component_styles.clear()
         super().notify_style_update()
 
     # ----------------------------------------------------------------------------------------- movement
