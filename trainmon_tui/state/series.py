@@ -735,8 +735,8 @@ class TieredSeries:
     @property
     def samples_total(self) -> int:
         """How many samples were appended since the series began."""
-        self._write_queued()
-        return self._rows_total
+        # Counted without writing the queue: the store asks every metric for this at every snapshot.
+        return self._rows_total + len(self._queue)
 
     def field_index(self, field: str) -> int:
         try:
