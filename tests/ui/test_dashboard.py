@@ -19,6 +19,7 @@ from trainmon_tui.ui.app import TrainmonApp
 from trainmon_tui.ui.screens import dashboard as dashboard_module
 from trainmon_tui.ui.screens.dashboard import DashboardScreen
 from trainmon_tui.ui.screens.help import HelpScreen
+from trainmon_tui.ui.widgets import runs_view
 from trainmon_tui.ui.widgets.alerts_view import AlertsView
 from trainmon_tui.ui.widgets.fleet_view import FleetView
 from trainmon_tui.ui.widgets.loss_chart import LossChart
@@ -428,3 +429,23 @@ async def test_a_fleet_of_64_hosts_starts_collapsed_and_stays_navigable() -> Non
         assert cursor(fleet) == ("host", "node-63") and len(fleet.row_keys) == 72
         await pilot.press("j")
         assert cursor(fleet) == ("gpu", "node-63", 0)
+
+
+async def test_a_rank_that_stops_lagging_keeps_its_row_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rank hovering at the lag threshold would make the runs panel (and the chart beside it) change
+    # height every few seconds: its row stays for LAG_HOLD_S after it last lagged, then goes.
+    scenario = sc.build_scenario()
+    app = make_app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        runs = app.screen.query_one(RunsView)
+        lag_row = ("rank", sc.LLAMA, sc.LAGGING_RANK)
+        runs.show_snapshot(scenario.store.snapshot(sc.T_END))
+        assert lag_row in runs.row_keys
+        # From now on nothing lags by the panel's measure.
+        monkeypatch.setattr(runs_view, "LAG_SHOWN_S", 1e9)
+        runs.show_snapshot(scenario.store.snapshot(sc.T_END + runs_view.LAG_HOLD_S - 1.0))
+        assert lag_row in runs.row_keys
+        assert row_of(runs, ("summary", sc.LLAMA)).rstrip() == "    8 ranks · level  (→ all)"
+        runs.show_snapshot(scenario.store.snapshot(sc.T_END + runs_view.LAG_HOLD_S + 1.0))
+        assert lag_row not in runs.row_keys

@@ -1,12 +1,14 @@
 """The run panel: per run its progress, speed, ETA as a finish time with a range, current metrics, ranks.
 
-Rows, per run: the headline (step/total, a progress bar, steps/s, "ETA 14:32 (±20m)"), the newest value of
-its headline metrics, a summary of its ranks ("8 ranks · 1 behind"), and a row for each rank that lags:
-more than :data:`LAG_SHOWN_S` seconds of progress behind the leader, or silent (at most
-:data:`MAX_LAGGARD_ROWS`, furthest behind first). The panel stays a few rows per run however many ranks
-there are, so every run fits; ``l`` / right arrow expands a run to every rank, ``h`` / left arrow folds it
-back. The numbers come from the rank furthest behind (:func:`trainmon_tui.report.run_progress`): a run ends
-when its slowest rank does. Finish times are store times turned into wall-clock times by a
+Rows, per run: the headline (step/total, a progress bar, steps/s, "ETA 14:32 (±20m)"), the newest value of its
+headline metrics, a summary of its ranks ("8 ranks · 1 behind"), and a row for each rank that lags: more than
+:data:`LAG_SHOWN_S` seconds of progress behind the leader, or silent (at most :data:`MAX_LAGGARD_ROWS`,
+furthest behind first). A rank that stops lagging keeps its row for :data:`LAG_HOLD_S` more seconds, below the
+ones that lag: a rank hovering at the threshold would otherwise make the panel, and the chart sized around it,
+grow and shrink every few seconds. The panel stays a few rows per run however many ranks there are, so every
+run fits; ``l`` / right arrow expands a run to every rank, ``h`` / left arrow folds it back. The numbers come
+from the rank furthest behind (:func:`trainmon_tui.report.run_progress`): a run ends when its slowest rank
+does. Finish times are store times turned into wall-clock times by a
 :class:`~trainmon_tui.ui.format.WallClock`, which tests fix.
 """
 
@@ -39,6 +41,8 @@ from trainmon_tui.ui.widgets.row_list import RowList
 
 #: A rank at least this many seconds of progress (at the run's rate) behind the leader gets a row of its own.
 LAG_SHOWN_S = 10.0
+#: How long a rank that stopped lagging keeps its row (see the module docstring).
+LAG_HOLD_S = 30.0
 #: Rank rows shown for a run that is not expanded.
 MAX_LAGGARD_ROWS = 3
 _NAME_CELLS = 12
@@ -175,6 +179,10 @@ class RunsView(RowList):
         self.expanded: set[str] = set()
         self._progress: dict[str, RunProgress] = {}
         self._laggards: dict[str, list[RankSnapshot]] = {}
+        # Per run, the ranks that lag and then those that lagged within LAG_HOLD_S, in row order; and when
+        # each (run, rank) was last seen lagging.
+        self._rank_rows: dict[str, list[RankSnapshot]] = {}
+        self._lagged_at: dict[tuple[str, int | None], float] = {}
 
     def show_snapshot(self, snapshot: StoreSnapshot) -> None:
         self.snapshot = snapshot
@@ -185,7 +193,24 @@ class RunsView(RowList):
             name: laggards(run, self._progress[name], snapshot.now, self.log_silent_s)
             for name, run in snapshot.runs.items()
         }
+        self._hold_rank_rows(snapshot)
         self._rebuild()
+
+    def _hold_rank_rows(self, snapshot: StoreSnapshot) -> None:
+        now = snapshot.now
+        lagged_at = self._lagged_at
+        for name, lagging in self._laggards.items():
+            for rank in lagging:
+                lagged_at[(name, rank.rank)] = now
+        self._lagged_at = lagged_at = {
+            key: t for key, t in lagged_at.items() if now - t <= LAG_HOLD_S and key[0] in snapshot.runs
+        }
+        self._rank_rows = {}
+        for name, run in snapshot.runs.items():
+            lagging = self._laggards[name]
+            shown = {rank.rank for rank in lagging}
+            held = [rank for rank in run.ranks if rank.rank not in shown and (name, rank.rank) in lagged_at]
+            self._rank_rows[name] = lagging + held
 
     def _rebuild(self) -> None:
         keys: list[Hashable] = []
@@ -201,7 +226,7 @@ class RunsView(RowList):
                 else:
                     keys.append(("summary", name))
                     keys.extend(
-                        ("rank", name, rank.rank) for rank in self._laggards.get(name, [])[:MAX_LAGGARD_ROWS]
+                        ("rank", name, rank.rank) for rank in self._rank_rows.get(name, [])[:MAX_LAGGARD_ROWS]
                     )
         self.set_rows(keys)
 
