@@ -940,3 +940,26 @@ def test_the_longest_listing_interval_is_not_shorter_than_the_first() -> None:
             rescan_interval_s=1.0,
             rescan_max_interval_s=0.5,
         )
+
+
+async def test_a_pattern_that_matches_nothing_yet_is_listed_at_the_short_interval(
+    tmp_path: Path, running: StartFn
+) -> None:
+    # trainmon started before the run: its log does not exist yet, and must be found soon after it does.
+    runner, store = TimedRunner("node-0"), Store()
+    collector = LogCollector(
+        runner,
+        store,
+        runner.name,
+        run_config(str(tmp_path / "rank*.log")),
+        clock=FakeClock(),
+        claims=FileClaims(),
+        rescan_interval_s=0.1,
+        rescan_max_interval_s=0.8,
+    )
+    running(collector)
+    await until(lambda: len(runner.spans) >= 6, timeout=10.0)
+    assert max(runner.waits()) < 0.5, runner.waits()
+    assert run_snapshot(store).log_status["node-0"].message == f"no such file: {tmp_path / 'rank*.log'}"
+    write(tmp_path / "rank0.log", [])
+    await until(lambda: len(collector.following) == 1, timeout=10.0)

@@ -1,12 +1,13 @@
 """Follow one run's training logs on one host: find the files, tail them, parse each line into the store.
 
 A :class:`LogCollector` lists the files the run's ``logs`` patterns match *on the host*, every
-``rescan_interval_s`` while the listing changes (new rank files appear while a run starts) and less often,
-up to every ``rescan_max_interval_s``, while it stays the same; it follows each file with ``tail -F``, which
-keeps following a log through rotation and truncation. Every line goes through the file's own
-:class:`~trainmon_tui.parsers.trainlog.engine.LogParser` (its default rank taken from the file name) into
-:meth:`Store.apply_record` / :meth:`Store.apply_event`. Patterns that match nothing, files it may not read and
-``tail`` failures become the run's status on that host (:meth:`Store.set_run_status`), once per change.
+``rescan_interval_s`` while the listing changes (new rank files appear while a run starts) or a pattern
+matches nothing, and less often, up to every ``rescan_max_interval_s``, while it stays the same; it follows
+each file with ``tail -F``, which keeps following a log through rotation and truncation. Every line goes
+through the file's own :class:`~trainmon_tui.parsers.trainlog.engine.LogParser` (its default rank taken from
+the file name) into :meth:`Store.apply_record` / :meth:`Store.apply_event`. Patterns that match nothing, files
+it may not read and ``tail`` failures become the run's status on that host (:meth:`Store.set_run_status`),
+once per change.
 
 Listing is one read-only command: a fixed ``sh`` script receives the patterns as arguments ("$@") and globs
 each one through an unquoted ``$p`` with ``IFS`` empty. The text of a pattern is therefore only ever *data*:
@@ -557,9 +558,12 @@ class LogCollector:
             self._last_listing = None
             return True
         found = (tuple(listed.identity for listed in listing.files), listing.problems)
-        # A failed tail is retried at the next listing: it must not wait the longer interval.
-        changed = found != self._last_listing or any(
-            group.task is None or group.task.done() for group in self._groups
+        # A failed tail is retried at the next listing: it must not wait the longer interval. Nor must a
+        # pattern that matches nothing yet: that is someone starting trainmon before the run.
+        changed = (
+            found != self._last_listing
+            or bool(listing.problems)
+            or any(group.task is None or group.task.done() for group in self._groups)
         )
         self._last_listing = found
         for group in self._groups:
