@@ -1,11 +1,18 @@
-"""Shared helpers for the per-family log tests: lines as the engine hands them over, and hits per line."""
+"""Shared helpers for the log parser tests: lines as the engine hands them over, hits per line, and what the
+whole engine makes of lines fed one at a time (the reference the block and column paths are held to)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
+from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parsers.trainlog.base import Hit, LineFamily
+from trainmon_tui.parsers.trainlog.engine import LogParser
+
+#: What a parser made of some lines: records, events, the format it detected and the ranks it saw.
+Outcome = tuple[list[LogRecord], list[LogEvent], str | None, frozenset[int]]
 
 LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 
@@ -38,3 +45,16 @@ def family_hits(family_type: type[LineFamily], lines: list[str]) -> dict[int, Hi
             assert any(token in line for token in family_type.gate), line
             found[number] = hit
     return found
+
+
+def line_by_line(lines: Iterable[str], parser: LogParser | None = None) -> Outcome:
+    """Every line through ``LogParser.feed`` one at a time, then ``finish``."""
+    parser = parser or LogParser()
+    records: list[LogRecord] = []
+    events: list[LogEvent] = []
+    for line in lines:
+        new_records, new_events = parser.feed(line)
+        records += new_records
+        events += new_events
+    new_records, new_events = parser.finish()
+    return records + new_records, events + new_events, parser.format, parser.ranks

@@ -8,7 +8,7 @@ and on random mixtures of fixture lines and arbitrary text cut into blocks of ra
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -16,14 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.family_helpers import Outcome, line_by_line
 from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parsers.trainlog.engine import LogParser
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BENCHMARK = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "bench_parse_log.py"
 _TEXT_SUFFIXES = {".txt", ".log", ".csv", ".md", ".json"}
-
-Outcome = tuple[list[LogRecord], list[LogEvent], str | None, frozenset[int]]
 
 
 def _fixture_paths() -> list[Path]:
@@ -34,18 +33,6 @@ def _physical_lines(path: Path) -> list[str]:
     """The lines as parse-log reads them: decoding errors replaced, split on "\\n" only, ends stripped."""
     with path.open(encoding="utf-8", errors="replace", newline="\n") as handle:
         return [line.rstrip("\r\n") for line in handle]
-
-
-def _line_by_line(lines: Iterable[str], parser: LogParser | None = None) -> Outcome:
-    parser = parser or LogParser()
-    records: list[LogRecord] = []
-    events: list[LogEvent] = []
-    for line in lines:
-        new_records, new_events = parser.feed(line)
-        records += new_records
-        events += new_events
-    new_records, new_events = parser.finish()
-    return records + new_records, events + new_events, parser.format, parser.ranks
 
 
 def _in_blocks(lines: Sequence[str], sizes: Sequence[int]) -> Outcome:
@@ -88,7 +75,7 @@ def test_there_are_fixtures_to_compare() -> None:
 @pytest.mark.parametrize("path", _fixture_paths(), ids=lambda path: str(path.relative_to(FIXTURES)))
 def test_every_fixture_reads_the_same_in_blocks(path: Path) -> None:
     lines = _physical_lines(path)
-    expected = _comparable(_line_by_line(lines))
+    expected = _comparable(line_by_line(lines))
     assert _comparable(_in_blocks(lines, [len(lines) or 1])) == expected
     assert _comparable(_in_blocks(lines, [1])) == expected
     assert _comparable(_in_blocks(lines, [3, 1, 7])) == expected
@@ -99,12 +86,12 @@ def test_the_benchmark_mix_reads_the_same_in_blocks() -> None:
     mixed = _benchmark_module().mixed_lines(3000)
     lines = list(mixed)
     assert len(lines) >= 3000
-    line_by_line = _line_by_line(lines)
-    records, events, log_format, _ = line_by_line
+    one_at_a_time = line_by_line(lines)
+    records, events, log_format, _ = one_at_a_time
     assert len(records) > 1500
     assert events
     assert log_format is not None
-    expected = _comparable(line_by_line)
+    expected = _comparable(one_at_a_time)
     assert _comparable(_in_blocks(lines, [4096])) == expected
     assert _comparable(_in_blocks(lines, [1000, 1, 17])) == expected
 
@@ -115,7 +102,7 @@ def test_the_shape_cache_changes_nothing() -> None:
     lines = list(_benchmark_module().mixed_lines(3000))
     uncached = LogParser()
     uncached._max_shape_chars = -1
-    assert _comparable(_line_by_line(lines, uncached)) == _comparable(_line_by_line(lines))
+    assert _comparable(line_by_line(lines, uncached)) == _comparable(line_by_line(lines))
 
 
 def test_a_block_counts_its_lines_like_single_lines() -> None:
@@ -160,7 +147,7 @@ _FIXTURE_LINES = sorted(
 def test_random_mixtures_read_the_same_in_blocks(lines: list[str], sizes: list[int]) -> None:
     # Lines never hold "\n": the reader splits on it.
     lines = [line.replace("\n", " ") for line in lines]
-    assert _comparable(_in_blocks(lines, sizes)) == _comparable(_line_by_line(lines))
+    assert _comparable(_in_blocks(lines, sizes)) == _comparable(line_by_line(lines))
 
 
 def test_the_shape_cache_stays_bounded() -> None:
@@ -196,7 +183,7 @@ def test_lines_of_one_shape_read_their_own_prefix_values() -> None:
         (1, 15, april_13 + 23 * 3600 + 41 * 60 + 12),
         (2, 16, april_13 + 23 * 3600 + 41 * 60 + 13),
     ]
-    assert _comparable(_in_blocks(lines, [3])) == _comparable(_line_by_line(lines))
+    assert _comparable(_in_blocks(lines, [3])) == _comparable(line_by_line(lines))
 
 
 def test_a_prefix_with_nothing_after_it_still_names_its_rank() -> None:
@@ -205,7 +192,7 @@ def test_a_prefix_with_nothing_after_it_still_names_its_rank() -> None:
     records, _ = parser.feed_block(lines)
     assert parser.ranks == {5, 6, 7}
     assert [(r.rank, r.step) for r in records] == [(7, 3)]
-    assert _comparable(_in_blocks(lines, [1])) == _comparable(_line_by_line(lines))
+    assert _comparable(_in_blocks(lines, [1])) == _comparable(line_by_line(lines))
 
 
 def test_the_line_plan_cache_stays_bounded() -> None:

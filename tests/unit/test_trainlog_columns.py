@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.family_helpers import engine_cleaned
+from tests.unit.family_helpers import Outcome, engine_cleaned, line_by_line
 from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parsers.trainlog.base import ColumnFamily, Columns, Hit
 from trainmon_tui.parsers.trainlog.engine import LogParser
@@ -156,21 +156,6 @@ def test_shapes_with_words_for_values_have_no_column_reader() -> None:
     )
 
 
-Outcome = tuple[list[LogRecord], list[LogEvent], str | None, frozenset[int]]
-
-
-def _one_by_one(lines: Sequence[str]) -> Outcome:
-    parser = LogParser()
-    records: list[LogRecord] = []
-    events: list[LogEvent] = []
-    for line in lines:
-        new_records, new_events = parser.feed(line)
-        records += new_records
-        events += new_events
-    new_records, new_events = parser.finish()
-    return records + new_records, events + new_events, parser.format, parser.ranks
-
-
 def _blocks(lines: Sequence[str], size: int) -> tuple[Outcome, int]:
     """The outcome of feed_block over blocks of ``size`` lines, and how many lines were read column-wise."""
     parser = LogParser()
@@ -221,12 +206,12 @@ def _runs_of(path: Path, copies: int, rng: random.Random) -> list[str]:
         "errors",
     ],
 )
-def test_long_runs_read_column_wise_as_one_by_one(folder: str) -> None:
+def test_long_runs_read_column_wise_asline_by_line(folder: str) -> None:
     rng = random.Random(f"runs-{folder}")
     lines: list[str] = []
     for path in sorted((LOGS / folder).glob("*.txt")):
         lines += _runs_of(path, 12, rng)
-    expected = _comparable(_one_by_one(lines))
+    expected = _comparable(line_by_line(lines))
     for size in (len(lines), 4096, 37):
         outcome, column_lines = _blocks(lines, size)
         assert _comparable(outcome) == expected, (folder, size)
@@ -243,7 +228,7 @@ def test_identical_lines_repeated_are_read_column_wise_and_in_order() -> None:
     ] * 20
     (records, events, detected, ranks), column_lines = _blocks(lines, len(lines))
     assert column_lines == 40
-    assert _comparable((records, events, detected, ranks)) == _comparable(_one_by_one(lines))
+    assert _comparable((records, events, detected, ranks)) == _comparable(line_by_line(lines))
     assert [record.line for record in records] == sorted(record.line for record in records)
     assert records[0].metrics == {"loss": 3.5, "train_time_ms": 100.0, "step_avg_ms": 10.0}
     assert records[1].metrics == {"loss": 2.5, "time_ms": 30.1, "mfu": 12.5}
@@ -262,7 +247,7 @@ def test_a_full_rank_set_holds_the_ranks_that_came_first() -> None:
         lines.append(f"[rank{rank}]: step:{rank}/20000 train_loss:2.5000 train_time:100ms step_avg:10.00ms")
         if rank % 7 == 0:
             lines.append(f"[rank{rank + 3}]: something else")
-    expected = _one_by_one(lines)
+    expected = line_by_line(lines)
     for size in (len(lines), 3000, 500):
         outcome, column_lines = _blocks(lines, size)
         assert outcome[3] == expected[3]
@@ -279,7 +264,7 @@ def test_quiet_lines_are_read_while_a_metrics_block_is_open() -> None:
         lines += [f"  accuracy: 0.{epoch:04d}", f"  recall: 0.{epoch:04d}", "Validation metrics:"]
         lines += [f"  accuracy: 0.{9000 + epoch:04d}", f"  f1: 0.{8000 + epoch:04d}", ""]
         lines += [f"step:{epoch}/100 train_loss:3.{epoch:04d} train_time:100ms step_avg:10.00ms"] * 3
-    expected = _one_by_one(lines)
+    expected = line_by_line(lines)
     records = expected[0]
     assert [dict(r.metrics) for r in records[:2]] == [{"accuracy": 0.9001}, {"f1": 0.8001}]
     for size in (len(lines), 50, 7):
