@@ -898,12 +898,9 @@ class TimedRunner(FakeRunner):
         return [after[0] - before[1] for before, after in itertools.pairwise(self.spans)]
 
 
-async def test_listings_come_less_often_while_nothing_changes_and_at_once_again_after_a_change(
-    tmp_path: Path, running: StartFn
-) -> None:
-    write(tmp_path / "rank0.log", [])
-    runner, store = TimedRunner("node-0"), Store()
-    collector = LogCollector(
+def backing_off_collector(runner: TimedRunner, store: Store, tmp_path: Path) -> LogCollector:
+    """Follows tmp_path/rank*.log, listing every 0.1 s and, while nothing changes, down to every 0.8 s."""
+    return LogCollector(
         runner,
         store,
         runner.name,
@@ -913,6 +910,14 @@ async def test_listings_come_less_often_while_nothing_changes_and_at_once_again_
         rescan_interval_s=0.1,
         rescan_max_interval_s=0.8,
     )
+
+
+async def test_listings_come_less_often_while_nothing_changes_and_at_once_again_after_a_change(
+    tmp_path: Path, running: StartFn
+) -> None:
+    write(tmp_path / "rank0.log", [])
+    runner, store = TimedRunner("node-0"), Store()
+    collector = backing_off_collector(runner, store, tmp_path)
     running(collector)
     # Unchanged listings: the pause doubles, 0.1 -> 0.2 -> 0.4 -> 0.8, and stays at the ceiling.
     await until(lambda: len(runner.spans) >= 6, timeout=10.0)
@@ -947,16 +952,7 @@ async def test_a_pattern_that_matches_nothing_yet_is_listed_at_the_short_interva
 ) -> None:
     # trainmon started before the run: its log does not exist yet, and must be found soon after it does.
     runner, store = TimedRunner("node-0"), Store()
-    collector = LogCollector(
-        runner,
-        store,
-        runner.name,
-        run_config(str(tmp_path / "rank*.log")),
-        clock=FakeClock(),
-        claims=FileClaims(),
-        rescan_interval_s=0.1,
-        rescan_max_interval_s=0.8,
-    )
+    collector = backing_off_collector(runner, store, tmp_path)
     running(collector)
     await until(lambda: len(runner.spans) >= 6, timeout=10.0)
     assert max(runner.waits()) < 0.5, runner.waits()
