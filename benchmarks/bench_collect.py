@@ -80,7 +80,7 @@ from trainmon_tui.transport.fleet import (  # noqa: E402
     default_plan,
 )
 from trainmon_tui.transport.runner import CommandRunner  # noqa: E402
-from trainmon_tui.transport.streams import DEFAULT_DELIVERY_TICK_S  # noqa: E402
+from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S  # noqa: E402
 
 GPUS_PER_HOST = 8
 TARGET_CPU_PCT = 2.0

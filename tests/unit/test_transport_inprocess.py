@@ -40,15 +40,14 @@ from trainmon_tui.transport.session import (
     shared_connect_limiter,
 )
 from trainmon_tui.transport.streams import (
-    DeliveryTicks,
     LineSplitter,
     OutputTooLargeError,
     StreamLostError,
     open_stream,
     run,
-    shared_delivery_ticks,
     shell_exit_status,
 )
+from trainmon_tui.transport.ticks import DeliveryTicks, shared_delivery_ticks
 
 SERVER_KEY = asyncssh.generate_private_key("ssh-ed25519")
 CLIENT_KEY = asyncssh.generate_private_key("ssh-ed25519")
@@ -519,6 +518,22 @@ async def test_run_returns_status_and_both_outputs(fake_host: FakeHost) -> None:
         status, out, err = await run(session, ["fail", "2", "bad flag\n"], timeout=5)
     assert (status, out, err) == (2, "", "bad flag\n")
     assert fake_host.commands[0].endswith(" lines a b")
+
+
+async def test_a_session_reads_its_socket_on_the_grid_unless_told_not_to(fake_host: FakeHost) -> None:
+    async with HostSession(fake_host.params()) as session:
+        await session.wait_up(5)
+        assert session.reads_on_grid
+        # Answers and streams still come through while the socket is polled.
+        assert await run(session, ["lines", "a"], timeout=5) == (0, "a\n", "")
+        async with open_stream(session, ["lines", "x", "y"]) as stream:
+            assert [line async for line in stream] == ["x", "y"]
+    assert not session.reads_on_grid
+    async with HostSession(fake_host.params(read_tick_s=0)) as session:
+        await session.wait_up(5)
+        assert not session.reads_on_grid
+    with pytest.raises(ValueError, match="read_tick_s"):
+        fake_host.params(read_tick_s=-1)
 
 
 async def test_run_timeout_closes_the_channel(fake_host: FakeHost) -> None:

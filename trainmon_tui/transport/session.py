@@ -14,6 +14,12 @@ connection is plainly alive, so a session turns asyncssh's keepalive off and tur
 check every ``keepalive_interval_s`` finds no new data: a host that hangs is noticed at most one interval
 later than with the timer always armed.
 
+Reading: once a connection is up, its socket is read on the event loop's shared grid
+(:mod:`trainmon_tui.transport.ticks`, every ``read_tick_s``) rather than as each packet arrives: a fleet's
+hosts send unsynchronised, and each wake-up of the process costs more than the packet it brings. Whoever
+waits for the host's answer (a short command, a channel being opened) holds
+:meth:`HostSession.reading_at_once` so that round trips are not stretched to the grid.
+
 Host keys are always checked: against the given known_hosts file or ``~/.ssh/known_hosts``, never disabled,
 whatever ``~/.ssh/config`` says (``UserKnownHostsFile none`` would otherwise turn checking off). Everything
 else the user's ssh config says (aliases, User, Port, IdentityFile, ProxyJump, IdentityAgent) applies unless
@@ -29,14 +35,16 @@ import random
 import socket
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
 import asyncssh
+
+from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S, ReadPoll, shared_delivery_ticks
 
 _log = logging.getLogger(__name__)
 
@@ -73,7 +81,8 @@ class ConnectParams:
     keepalive_interval_s * (keepalive_count_max + 2) = 20 s (one interval more when data was flowing until the
     host hung: see the module docstring). ``ciphers`` are offered in this order (see
     :data:`PREFERRED_CIPHERS`) and replace a ``Ciphers`` line of the ssh config; ``None`` leaves the choice
-    to the config, else to asyncssh's defaults.
+    to the config, else to asyncssh's defaults. ``read_tick_s`` is the grid the connection's socket is read
+    on once up (module docstring); 0 reads each packet as it arrives.
     """
 
     host: str
@@ -90,6 +99,7 @@ class ConnectParams:
     keepalive_count_max: int = 3
     max_channels: int = DEFAULT_MAX_CHANNELS
     ciphers: tuple[str, ...] | None = PREFERRED_CIPHERS
+    read_tick_s: float = DEFAULT_DELIVERY_TICK_S
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -103,6 +113,8 @@ class ConnectParams:
             raise ValueError("keepalive_count_max must be at least 1")
         if self.max_channels < 1:
             raise ValueError("max_channels must be at least 1")
+        if self.read_tick_s < 0:
+            raise ValueError("read_tick_s must not be negative")
         if self.ciphers is not None and not self.ciphers:
             raise ValueError("ciphers must name at least one cipher (or be None for the defaults)")
 
@@ -375,6 +387,7 @@ class HostSession:
         self._channels_in_use = 0
         self._up = asyncio.Event()
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._read_poll: ReadPoll | None = None
         self._tunnels: list[asyncssh.SSHClientConnection] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -481,6 +494,22 @@ class HostSession:
             self._channels_in_use -= 1
             self._channels.release()
 
+    @contextmanager
+    def reading_at_once(self) -> Iterator[None]:
+        """Read the connection's packets as they arrive while inside: the caller waits for an answer."""
+        poll = self._read_poll
+        if poll is None:
+            yield
+            return
+        with poll.at_once():
+            yield
+
+    @property
+    def reads_on_grid(self) -> bool:
+        """Whether the live connection's socket is read on the grid (module docstring)."""
+        poll = self._read_poll
+        return poll is not None and not poll.closed
+
     def _host_down(self) -> HostDownError:
         status = self._status
         if status.state is SessionState.DOWN and status.reason is not None:
@@ -523,6 +552,7 @@ class HostSession:
             up_since = self._clock()
             self.connects += 1
             self._conn = conn
+            self._read_poll = self._poll_reads(conn)
             self._up.set()
             self._report(SessionStatus(SessionState.UP))
             watcher = asyncio.get_running_loop().create_task(self._keepalive_while_quiet(conn))
@@ -557,7 +587,21 @@ class HostSession:
                 conn.set_keepalive(params.keepalive_interval_s, params.keepalive_count_max)
                 probing = True
 
+    def _poll_reads(self, conn: asyncssh.SSHClientConnection) -> ReadPoll | None:
+        tick = self.params.read_tick_s
+        if not tick:
+            return None
+        # asyncssh has no public accessor for the transport it reads from. Without one (another asyncssh),
+        # the connection is read as packets arrive, as asyncio does by default.
+        transport = getattr(conn, "_transport", None)
+        if not isinstance(transport, asyncio.Transport):
+            return None
+        return shared_delivery_ticks(tick).poll_reads(transport)
+
     def _drop_connection(self) -> None:
+        poll, self._read_poll = self._read_poll, None
+        if poll is not None:
+            poll.close()
         conn, self._conn = self._conn, None
         tunnels, self._tunnels = self._tunnels, []
         if conn is not None:

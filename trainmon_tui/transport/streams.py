@@ -16,6 +16,8 @@ Readers are woken for new lines on a shared grid (:data:`DEFAULT_DELIVERY_TICK_S
 than once per packet: hosts send unsynchronised, and a reader woken alone runs its parser and the store
 with cold caches after the idle gap - measured at three times the cost per row of the same work done back
 to back (benchmarks/bench_collect.py). A line waits at most one tick; the end of a stream is not delayed.
+The session reads the connection's socket on the same grid (:mod:`trainmon_tui.transport.ticks`); a short
+command and a stream being opened have it read at once while they wait for the host's answers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -42,12 +43,11 @@ from trainmon_tui.transport.session import (
     TransportError,
     classify_error,
 )
+from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S, DeliveryTicks, shared_delivery_ticks
 
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_STDERR_TAIL_BYTES = 16 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
-#: How often, at most, a stream's reader is woken for new lines (0: at once); every stream shares the grid.
-DEFAULT_DELIVERY_TICK_S = 0.25
 # A stream pauses its channel once this much output arrived since its reader last caught up.
 _PAUSE_AFTER_BYTES = 1024 * 1024
 # sshd counts a closed session against MaxSessions until the next turn of its main loop, so a channel opened
@@ -193,43 +193,6 @@ class _Output(asyncssh.SSHClientSession[bytes]):
 
     def returncode(self) -> int | None:
         return None if self.channel is None else shell_exit_status(self.channel.get_returncode())
-
-
-class DeliveryTicks:
-    """One event loop's grid of wake-up times for stream readers: everything due wakes in one turn."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._due: list[Callable[[], None]] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    def call_at_next_tick(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` at the next multiple of the interval (one timer however many are due)."""
-        self._due.append(callback)
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            tick = (loop.time() // self.interval_s + 1.0) * self.interval_s
-            self._timer = loop.call_at(tick, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        due, self._due = self._due, []
-        for callback in due:
-            callback()
-
-
-_ticks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, DeliveryTicks]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def shared_delivery_ticks(interval_s: float) -> DeliveryTicks:
-    """The running loop's grid of this interval, shared by every stream that uses it."""
-    by_interval = _ticks.setdefault(asyncio.get_running_loop(), {})
-    ticks = by_interval.get(interval_s)
-    if ticks is None:
-        ticks = by_interval[interval_s] = DeliveryTicks(interval_s)
-    return ticks
 
 
 class _LineOutput(_Output):
@@ -409,9 +372,12 @@ class RemoteStream:
             conn = await self._stack.enter_async_context(self._session.channel(self._open_timeout))
             ticks = shared_delivery_ticks(self._delivery_tick_s) if self._delivery_tick_s else None
             traffic = self._session.traffic
-            channel, output = await _open_channel(
-                conn, self.argv, lambda: _LineOutput(self._splitter, self._stderr_tail_bytes, ticks, traffic)
-            )
+            with self._session.reading_at_once():
+                channel, output = await _open_channel(
+                    conn,
+                    self.argv,
+                    lambda: _LineOutput(self._splitter, self._stderr_tail_bytes, ticks, traffic),
+                )
             self._stack.push_async_callback(_close_channel, channel)
         except BaseException:
             await self.aclose()
@@ -514,12 +480,13 @@ async def run(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with session.channel(timeout) as conn, asyncio.timeout_at(deadline):
-        channel, output = await _open_channel(conn, argv, lambda: _CollectedOutput(max_output_bytes))
-        try:
-            while not output.closed:
-                await output.changed()
-        finally:
-            await _close_channel(channel)
+        with session.reading_at_once():
+            channel, output = await _open_channel(conn, argv, lambda: _CollectedOutput(max_output_bytes))
+            try:
+                while not output.closed:
+                    await output.changed()
+            finally:
+                await _close_channel(channel)
     if output.too_large is not None:
         raise OutputTooLargeError(output.too_large)
     if output.lost_with is not None:
