@@ -44,6 +44,11 @@ class _Pair:
     peer: socket.socket
 
 
+@pytest.fixture(params=[True, False], ids=["read-by-tick", "read-by-loop"])
+def read_directly(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @pytest.fixture
 async def pair() -> AsyncIterator[_Pair]:
     ours, peer = socket.socketpair()
@@ -68,10 +73,12 @@ async def _just_after_a_tick(interval: float) -> float:
     return tick + interval
 
 
-async def test_a_polled_socket_is_read_at_the_tick_after_data_arrives(pair: _Pair) -> None:
+async def test_a_polled_socket_is_read_at_the_tick_after_its_data(pair: _Pair, read_directly: bool) -> None:
     grid = DeliveryTicks(INTERVAL)
-    poll = grid.poll_reads(pair.transport)
+    poll = grid.poll_reads(pair.transport, read_directly=read_directly)
     assert poll is not None and grid.polled == 1
+    # The event loop's own socket transports are read by the tick itself.
+    assert poll.reads_directly is read_directly
     assert not pair.transport.is_reading()
     next_tick = await _just_after_a_tick(INTERVAL)
     pair.peer.send(b"first")
@@ -87,9 +94,9 @@ async def test_a_polled_socket_is_read_at_the_tick_after_data_arrives(pair: _Pai
     assert grid.polled == 0
 
 
-async def test_a_backlog_larger_than_a_read_is_read_whole(pair: _Pair) -> None:
+async def test_a_backlog_larger_than_a_read_is_read_whole(pair: _Pair, read_directly: bool) -> None:
     grid = DeliveryTicks(INTERVAL)
-    assert grid.poll_reads(pair.transport) is not None
+    assert grid.poll_reads(pair.transport, read_directly=read_directly) is not None
     pair.peer.setblocking(False)
     payload = bytes(range(256)) * (1024 * 1024 // 256)
     view = memoryview(payload)
@@ -104,10 +111,10 @@ async def test_a_backlog_larger_than_a_read_is_read_whole(pair: _Pair) -> None:
     assert pair.protocol.data == payload
 
 
-async def test_a_held_socket_is_read_as_data_arrives_and_polled_again_after(pair: _Pair) -> None:
+async def test_a_held_socket_is_read_at_once_and_polled_again_after(pair: _Pair, read_directly: bool) -> None:
     interval = 1.0
     grid = DeliveryTicks(interval)
-    poll = grid.poll_reads(pair.transport)
+    poll = grid.poll_reads(pair.transport, read_directly=read_directly)
     assert poll is not None
     next_tick = await _just_after_a_tick(interval)
     with poll.at_once():
@@ -119,12 +126,12 @@ async def test_a_held_socket_is_read_as_data_arrives_and_polled_again_after(pair
     await _wait_for(lambda: not pair.transport.is_reading(), timeout=3 * interval)
 
 
-async def test_lines_a_read_brings_are_delivered_in_the_same_tick(pair: _Pair) -> None:
+async def test_lines_a_read_brings_are_delivered_in_the_same_tick(pair: _Pair, read_directly: bool) -> None:
     grid = DeliveryTicks(INTERVAL)
     loop = asyncio.get_running_loop()
     delivered: list[float] = []
     pair.protocol.on_data = lambda _: grid.call_at_next_tick(lambda: delivered.append(loop.time()))
-    assert grid.poll_reads(pair.transport) is not None
+    assert grid.poll_reads(pair.transport, read_directly=read_directly) is not None
     await _just_after_a_tick(INTERVAL)
     pair.peer.send(b"line\n")
     await _wait_for(lambda: bool(delivered))
@@ -133,18 +140,18 @@ async def test_lines_a_read_brings_are_delivered_in_the_same_tick(pair: _Pair) -
     assert delivered[0] - read_at < INTERVAL / 2
 
 
-async def test_a_closed_peer_is_noticed_on_the_grid(pair: _Pair) -> None:
+async def test_a_closed_peer_is_noticed_on_the_grid(pair: _Pair, read_directly: bool) -> None:
     grid = DeliveryTicks(INTERVAL)
-    assert grid.poll_reads(pair.transport) is not None
+    assert grid.poll_reads(pair.transport, read_directly=read_directly) is not None
     pair.peer.close()
     async with asyncio.timeout(5):
         await pair.protocol.lost.wait()
 
 
-async def test_a_reused_descriptor_replaces_the_stale_poll(pair: _Pair) -> None:
+async def test_a_reused_descriptor_replaces_the_stale_poll(pair: _Pair, read_directly: bool) -> None:
     grid = DeliveryTicks(INTERVAL)
-    stale = grid.poll_reads(pair.transport)
-    fresh = grid.poll_reads(pair.transport)
+    stale = grid.poll_reads(pair.transport, read_directly=read_directly)
+    fresh = grid.poll_reads(pair.transport, read_directly=read_directly)
     assert stale is not None and fresh is not None
     assert stale.closed and not fresh.closed and grid.polled == 1
     stale.close()  # closing the stale one later must not drop the fresh one

@@ -9,10 +9,14 @@ every packet of every host is its own wake-up. Two things therefore happen only 
 * **Delivery** (:meth:`DeliveryTicks.call_at_next_tick`): a stream reader with new lines is woken at the
   next multiple of the interval, together with every other reader that has lines by then.
 * **Reading** (:meth:`DeliveryTicks.poll_reads`): a polled connection's socket is left out of the event
-  loop's selector. At each tick one non-blocking ``select`` over all polled sockets finds those with data;
-  only they are handed back to the loop, which reads them all in its next turn, and they are taken out
-  again once drained. Delivery of the lines they brought follows in the same turn. A packet thus waits at
-  most one interval in the kernel's buffer, and everything that arrived meanwhile costs one wake-up.
+  loop's selector. At each tick one non-blocking ``select`` over all polled sockets finds those with data,
+  and the tick reads each of them once itself, through the transport's own read handler, so the protocol
+  sees exactly what a read by the loop would have given it; the lines they brought are delivered in the
+  same turn. A packet thus waits at most one interval in the kernel's buffer, and everything that arrived
+  meanwhile costs one wake-up. Where the transport has no such handler (another event loop
+  implementation), the socket is handed back to the loop for its next turn instead and taken out again
+  once drained: the same effect, with the selector's bookkeeping added (about 7 % more CPU in the
+  collection benchmark).
 
 A socket is taken out only after a check finds it drained, so whatever order the loop runs things in, no
 data is left unread past the next tick. A connection whose caller waits for an answer (a short command, a
@@ -37,14 +41,25 @@ DEFAULT_DELIVERY_TICK_S = 0.25
 class ReadPoll:
     """One transport read on a grid: out of the loop's selector between ticks unless held."""
 
-    __slots__ = ("_fd", "_grid", "_holds", "_transport", "closed")
+    __slots__ = ("_fd", "_grid", "_holds", "_read_once", "_transport", "closed")
 
-    def __init__(self, grid: DeliveryTicks, transport: asyncio.Transport, fd: int) -> None:
+    def __init__(
+        self, grid: DeliveryTicks, transport: asyncio.Transport, fd: int, *, read_directly: bool
+    ) -> None:
         self._grid = grid
         self._transport = transport
         self._fd = fd
         self._holds = 0
         self.closed = False
+        # asyncio's selector transports read through this handler when the selector reports the socket;
+        # it is internal to them, hence looked up rather than assumed (module docstring).
+        handler = getattr(transport, "_read_ready", None) if read_directly else None
+        self._read_once: Callable[[], object] | None = handler if callable(handler) else None
+
+    @property
+    def reads_directly(self) -> bool:
+        """Whether ticks read the socket themselves (else they hand it back to the loop)."""
+        return self._read_once is not None
 
     @property
     def reading(self) -> bool:
@@ -67,6 +82,18 @@ class ReadPoll:
         if not self.closed:
             self.closed = True
             self._grid._forget(self._fd, self)
+
+    def _read_at_tick(self) -> bool:
+        """The socket has data: read it once now (True), or have the loop read it (False)."""
+        transport = self._transport
+        if self.closed or transport.is_closing():
+            return False
+        read_once = self._read_once
+        if read_once is None or transport.is_reading():
+            self._resume()
+            return False
+        read_once()
+        return True
 
     def _resume(self) -> bool:
         transport = self._transport
@@ -105,11 +132,12 @@ class DeliveryTicks:
         self._due.append(callback)
         self._arm()
 
-    def poll_reads(self, transport: asyncio.BaseTransport) -> ReadPoll | None:
+    def poll_reads(self, transport: asyncio.BaseTransport, *, read_directly: bool = True) -> ReadPoll | None:
         """Read ``transport``'s socket on this grid from now on; None (read at once) if it has no socket.
 
         Only a transport of the loop's own over a socket qualifies: a connection tunnelled through another
-        SSH connection or a proxy command has none, and is read as data arrives.
+        SSH connection or a proxy command has none, and is read as data arrives. ``read_directly=False``
+        always hands a socket with data back to the loop (module docstring).
         """
         sock = transport.get_extra_info("socket")
         if not isinstance(transport, asyncio.Transport) or sock is None or transport.is_closing():
@@ -125,7 +153,7 @@ class DeliveryTicks:
             # The descriptor was closed and reused before its poll was closed.
             stale.closed = True
             selector.unregister(fd)
-        poll = self._polls[fd] = ReadPoll(self, transport, fd)
+        poll = self._polls[fd] = ReadPoll(self, transport, fd, read_directly=read_directly)
         selector.register(fd, selectors.EVENT_READ)
         if transport.is_reading():
             transport.pause_reading()
@@ -154,7 +182,7 @@ class DeliveryTicks:
     def _fire(self) -> None:
         self._timer = None
         loop = asyncio.get_running_loop()
-        if self._polls and self._hand_ready_sockets_to_loop():
+        if self._polls and self._read_sockets_with_data():
             # The loop reads those sockets in its next turn, before a callback scheduled from that turn's
             # callbacks: taking them out and delivering then sees everything this tick brought.
             loop.call_soon(loop.call_soon, self._after_reads)
@@ -166,15 +194,22 @@ class DeliveryTicks:
         assert self._selector is not None
         return {key.fd for key, _ in self._selector.select(0)}
 
-    def _hand_ready_sockets_to_loop(self) -> bool:
-        """Resume every polled socket with data; True when any socket is now watched by the loop."""
-        watched = False
+    def _read_sockets_with_data(self) -> bool:
+        """Read or resume every polled socket with data; True when any socket is now watched by the loop."""
+        polls = self._polls
+        read_here = False
         for fd in self._readable():
-            poll = self._polls.get(fd)
-            if poll is not None and poll._resume():
-                watched = True
+            poll = polls.get(fd)
+            if poll is not None and poll._read_at_tick():
+                read_here = True
+        if read_here:
+            # More than one read's worth waiting (a backlog): the loop reads the rest as it comes.
+            for fd in self._readable():
+                poll = polls.get(fd)
+                if poll is not None:
+                    poll._resume()
         # A socket left watched (held a moment ago, or not drained at the last tick) is checked again too.
-        return watched or any(poll.reading for poll in self._polls.values())
+        return any(poll.reading for poll in polls.values())
 
     def _after_reads(self) -> None:
         if self._polls:
