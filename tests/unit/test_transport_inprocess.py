@@ -526,6 +526,7 @@ async def test_a_session_reads_its_socket_on_the_grid_unless_told_not_to(fake_ho
         assert session.reads_on_grid
         # Answers and streams still come through while the socket is polled.
         assert await run(session, ["lines", "a"], timeout=5) == (0, "a\n", "")
+        assert await run(session, ["lines", "b"], timeout=5, at_once=False) == (0, "b\n", "")
         async with open_stream(session, ["lines", "x", "y"]) as stream:
             assert [line async for line in stream] == ["x", "y"]
     assert not session.reads_on_grid

@@ -36,4 +36,5 @@ class SshRunner:
         return open_stream(self.session, argv, open_timeout=self._open_timeout_s)
 
     async def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
-        return await run(self.session, argv, timeout=timeout)
+        # Every caller is a collector's periodic poll: its answers can wait for the session's read grid.
+        return await run(self.session, argv, timeout=timeout, at_once=False)

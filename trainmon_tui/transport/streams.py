@@ -470,17 +470,21 @@ async def run(
     *,
     timeout: float,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    at_once: bool = True,
 ) -> CommandResult:
     """Run a short command to completion: ``status, out, err = await run(session, ["ps", ...], timeout=5)``.
 
     ``timeout`` bounds everything: waiting for the host (:class:`~.session.HostDownError` with the reason it
     is down), the command itself (:class:`TimeoutError`; the remote command is killed). A command killed by
     signal N has exit status 128 + N. Raises :class:`StreamLostError` when the connection drops under it.
+    ``at_once=False`` lets the host's answers wait for the session's read grid like a stream's output (a
+    few ticks per command, about half a second at 0.25 s): for periodic polls, where that does not matter
+    and a wake-up per packet would cost more than the poll itself.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with session.channel(timeout) as conn, asyncio.timeout_at(deadline):
-        with session.reading_at_once():
+        with session.reading_at_once() if at_once else contextlib.nullcontext():
             channel, output = await _open_channel(conn, argv, lambda: _CollectedOutput(max_output_bytes))
             try:
                 while not output.closed:
