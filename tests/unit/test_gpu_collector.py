@@ -225,6 +225,7 @@ FAST: dict[str, Any] = {
     "dmon_min_run_s": 0.0,
     "failure_retry_s": 0.05,
     "down_retry_s": 0.02,
+    "wake_grid_s": 0.0,
 }
 
 

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from trainmon_tui.transport.ticks import DeliveryTicks
+from trainmon_tui.transport.ticks import DeliveryTicks, on_grid, sleep_until
 
 INTERVAL = 0.2
 
@@ -171,3 +173,32 @@ async def test_a_transport_without_a_socket_is_read_at_once() -> None:
 def test_the_grid_needs_a_positive_interval() -> None:
     with pytest.raises(ValueError, match="positive"):
         DeliveryTicks(0)
+
+
+def test_on_grid_rounds_up_to_the_next_grid_point() -> None:
+    assert on_grid(1.0, 0.25) == 1.0
+    assert on_grid(1.01, 0.25) == 1.25
+    assert on_grid(1.2499, 0.25) == 1.25
+    assert on_grid(7.3, 0.0) == 7.3
+
+
+@given(
+    st.floats(min_value=0.0, max_value=1e7, allow_nan=False),
+    st.sampled_from([0.05, 0.1, 0.25, 0.5, 1.0]),
+)
+def test_on_grid_lands_where_the_tick_timer_does(when: float, interval: float) -> None:
+    point = on_grid(when, interval)
+    assert when <= point < when + interval + 1e-9
+    # The very float DeliveryTicks computes for its timer, so both fire in one turn of the loop.
+    if point != when:
+        assert point == (when // interval + 1.0) * interval
+
+
+async def test_sleep_until_wakes_on_the_grid() -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await sleep_until(start + 0.05, 0.1)
+    assert loop.time() >= on_grid(start + 0.05, 0.1)
+    before = loop.time()
+    await sleep_until(before - 1.0, 0.1)  # a time already past: no wait beyond the next grid point
+    assert loop.time() - before < 1.0

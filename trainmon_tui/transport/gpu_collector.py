@@ -16,6 +16,7 @@ stored once until it changes, and the query is retried every ``failure_retry_s``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -39,6 +40,7 @@ from trainmon_tui.state.store import Store
 from trainmon_tui.transport.runner import CommandRunner, LineStream
 from trainmon_tui.transport.session import TransportError
 from trainmon_tui.transport.streams import ChannelRefusedError, CommandResult, OutputTooLargeError
+from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S, on_grid, sleep_until
 
 _log = logging.getLogger(__name__)
 
@@ -134,10 +136,13 @@ class GpuCollector:
         failure_retry_s: float = 30.0,
         command_timeout_s: float = 15.0,
         down_retry_s: float = 2.0,
+        wake_grid_s: float = DEFAULT_DELIVERY_TICK_S,
     ) -> None:
         """``dmon_min_run_s``: a dmon that delivered for at least this long and then exited is restarted at
         once; one that gave up sooner counts as not working. ``down_retry_s``: pause after the host was lost,
-        before waiting for it to come back (the session does the reconnecting)."""
+        before waiting for it to come back (the session does the reconnecting). Periodic wake-ups (queries,
+        the silence watch) are rounded up to the shared grid of ``wake_grid_s`` (:func:`.ticks.on_grid`;
+        0: exact)."""
         self._runner = runner
         self._store = store
         self.host = host
@@ -150,6 +155,7 @@ class GpuCollector:
         self._failure_retry_s = failure_retry_s
         self._command_timeout_s = command_timeout_s
         self._down_retry_s = down_retry_s
+        self._wake_grid_s = wake_grid_s
         self._query_fields: tuple[str, ...] = QUERY_GPU_FIELDS
         self._inventory: Mapping[int, GpuSample] = {}
         self._gpu_status: str | None = None
@@ -190,7 +196,7 @@ class GpuCollector:
         self._dmon_due = loop.time()
         next_query = loop.time()
         while True:
-            await asyncio.sleep(max(0.0, next_query - loop.time()))
+            await sleep_until(next_query, self._wake_grid_s)
             started = loop.time()
             if await self._query(apply=True) is None:
                 self._set_source(GpuSource.FAILED, self._gpu_status or "")
@@ -313,8 +319,10 @@ class GpuCollector:
         while True:
             silence_ends = run.last_row_t + self._dmon_silence_s
             wake = min(silence_ends, next_inventory if run.delivered else next_query)
-            done, _ = await asyncio.wait({reader}, timeout=max(0.0, wake - loop.time()))
-            if done:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(on_grid(wake, self._wake_grid_s)):
+                    await asyncio.wait({reader})
+            if reader.done():
                 return False
             now = loop.time()
             if now >= run.last_row_t + self._dmon_silence_s:

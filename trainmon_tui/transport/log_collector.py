@@ -45,6 +45,7 @@ from trainmon_tui.state.store import Store
 from trainmon_tui.transport.runner import CommandRunner
 from trainmon_tui.transport.session import TransportError
 from trainmon_tui.transport.streams import ChannelRefusedError, OutputTooLargeError
+from trainmon_tui.transport.ticks import on_grid
 
 _log = logging.getLogger(__name__)
 
@@ -523,7 +524,7 @@ class LogCollector:
             self._raise_stop_reason()
             interval = self._rescan_interval_s if changed else min(2 * interval, self._rescan_max_interval_s)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout_at(on_grid(asyncio.get_running_loop().time() + interval)):
                     await self._wake.wait()
             self._raise_stop_reason()
 

@@ -66,6 +66,7 @@ from trainmon_tui.transport.remote import WRAPPER_NAME
 from trainmon_tui.transport.runner import CommandRunner
 from trainmon_tui.transport.session import TransportError
 from trainmon_tui.transport.streams import ChannelRefusedError, CommandResult, OutputTooLargeError
+from trainmon_tui.transport.ticks import sleep_until
 
 _log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class ProcessCollector:
             else:
                 self._recovered()
             _raise_lost_cancellation(task)
-            await asyncio.sleep(max(0.0, self._interval_s - (loop.time() - started)))
+            await sleep_until(started + self._interval_s)
 
     def _recovered(self) -> None:
         if self._host_down:

@@ -44,7 +44,7 @@ from types import TracebackType
 
 import asyncssh
 
-from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S, ReadPoll, shared_delivery_ticks
+from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S, ReadPoll, shared_delivery_ticks, sleep_until
 
 _log = logging.getLogger(__name__)
 
@@ -576,8 +576,9 @@ class HostSession:
         params = self.params
         seen = self.traffic.packets
         probing = True  # connected with the keepalive on
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(params.keepalive_interval_s)
+            await sleep_until(loop.time() + params.keepalive_interval_s)
             packets = self.traffic.packets
             flowing, seen = packets != seen, packets
             if flowing and probing:

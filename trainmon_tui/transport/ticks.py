@@ -224,6 +224,37 @@ class DeliveryTicks:
             callback()
 
 
+def on_grid(when: float, interval_s: float = DEFAULT_DELIVERY_TICK_S) -> float:
+    """The first grid point at or after loop time ``when``: a timer set there fires with the tick.
+
+    A periodic wait of a collector (a keepalive check, a poll, a silence watch) rounded up to the grid
+    shares the tick's wake-up instead of costing one of its own; it is late by less than one interval.
+    An interval of 0 means no grid: ``when`` itself.
+    """
+    if interval_s <= 0:
+        return when
+    ticks = when // interval_s
+    if ticks * interval_s < when:
+        ticks += 1.0
+    return ticks * interval_s
+
+
+async def sleep_until(when: float, interval_s: float = DEFAULT_DELIVERY_TICK_S) -> None:
+    """Sleep until :func:`on_grid` of loop time ``when`` (at once if that has passed)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    timer = loop.call_at(on_grid(when, interval_s), _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 _grids: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, DeliveryTicks]] = (
     weakref.WeakKeyDictionary()
 )
