@@ -26,8 +26,9 @@ Approaches, one after the other in the same run against the same servers:
   second with the real OpenSSH client (a fresh connection each time), output parsed.
 
 Every approach uses the transport as the app does: AES-GCM where the server offers it, output taken from
-the channel callbacks, and stream readers woken for new lines together on a 0.25 s grid (a line waits at
-most that long); the CPU a stream costs depends much on how many separate wake-ups it causes.
+the channel callbacks, sockets read and stream readers woken for new lines together on a 0.5 s grid (a
+line waits at most that long; trainmon_tui/transport/ticks.py), periodic waits rounded up to that grid;
+the CPU a stream costs depends much on how many separate wake-ups it causes.
 
 Prints a Markdown table (median CPU of the windows, min-max, CPU per host per second, work done, how long
 the fleet took to stop) and the ratios. The naive script cannot keep up (each call is a full SSH handshake),

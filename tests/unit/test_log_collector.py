@@ -909,6 +909,7 @@ def backing_off_collector(runner: TimedRunner, store: Store, tmp_path: Path) -> 
         claims=FileClaims(),
         rescan_interval_s=0.1,
         rescan_max_interval_s=0.8,
+        wake_grid_s=0.0,
     )
 
 

@@ -39,6 +39,7 @@ from trainmon_tui.transport.session import (
     parse_jump,
     shared_connect_limiter,
 )
+from trainmon_tui.transport.ssh_runner import FRESH_CONNECTION_S, SshRunner
 from trainmon_tui.transport.streams import (
     LineSplitter,
     OutputTooLargeError,
@@ -535,6 +536,35 @@ async def test_a_session_reads_its_socket_on_the_grid_unless_told_not_to(fake_ho
         assert not session.reads_on_grid
     with pytest.raises(ValueError, match="read_tick_s"):
         fake_host.params(read_tick_s=-1)
+
+
+async def test_collectors_commands_wait_for_the_grid_once_the_connection_has_settled(
+    fake_host: FakeHost,
+) -> None:
+    now = [1000.0]
+    tick = 1.0  # coarse, so that waiting for the grid shows plainly
+    async with HostSession(fake_host.params(read_tick_s=tick), clock=lambda: now[0]) as session:
+        await session.wait_up(5)
+        runner = SshRunner(session, "fake")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await runner.run(["lines", "fresh"], timeout=10) == (0, "fresh\n", "")
+        fresh_s = loop.time() - started
+        now[0] += FRESH_CONNECTION_S
+        # The fresh command's socket goes back to the grid at the next tick.
+        await asyncio.sleep(1.2 * tick)
+        assert not session_reads_at_once(session)
+        started = loop.time()
+        assert await runner.run(["lines", "settled"], timeout=10) == (0, "settled\n", "")
+        settled_s = loop.time() - started
+    # Fresh: answers read as they come. Settled: the answers to opening, starting and ending the command
+    # come on at least two ticks.
+    assert fresh_s < tick / 2 < tick < settled_s, (fresh_s, settled_s)
+
+
+def session_reads_at_once(session: HostSession) -> bool:
+    transport = getattr(session._conn, "_transport", None)
+    return isinstance(transport, asyncio.Transport) and transport.is_reading()
 
 
 async def test_run_timeout_closes_the_channel(fake_host: FakeHost) -> None:

@@ -45,7 +45,7 @@ from trainmon_tui.state.store import Store
 from trainmon_tui.transport.runner import CommandRunner
 from trainmon_tui.transport.session import TransportError
 from trainmon_tui.transport.streams import ChannelRefusedError, OutputTooLargeError
-from trainmon_tui.transport.ticks import on_grid
+from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S, on_grid
 
 _log = logging.getLogger(__name__)
 
@@ -456,10 +456,12 @@ class LogCollector:
         rescan_max_interval_s: float | None = None,
         max_streams: int = DEFAULT_MAX_STREAMS,
         retry_delay_s: float = RETRY_DELAY_S,
+        wake_grid_s: float = DEFAULT_DELIVERY_TICK_S,
     ) -> None:
         """``rescan_max_interval_s``: the longest wait between listings once they keep coming back the same
         (the wait doubles from ``rescan_interval_s`` after each unchanged one; default
-        :data:`RESCAN_BACKOFF_MAX` times ``rescan_interval_s``)."""
+        :data:`RESCAN_BACKOFF_MAX` times ``rescan_interval_s``). The wait for the next listing ends on the
+        shared grid of ``wake_grid_s`` (:func:`.ticks.on_grid`; 0: exactly)."""
         if rescan_interval_s <= 0:
             raise ValueError("rescan_interval_s must be positive")
         if rescan_max_interval_s is None:
@@ -480,6 +482,7 @@ class LogCollector:
         self._last_listing: tuple[tuple[FileIdentity, ...], tuple[str, ...]] | None = None
         self._max_streams = max_streams
         self._retry_delay_s = retry_delay_s
+        self._wake_grid_s = wake_grid_s
         self._extra_metrics = tuple((metric.name, metric.pattern.pattern) for metric in run.metrics)
         self._files: dict[str, _Followed] = {}
         self._groups: list[_Group] = []
@@ -524,7 +527,8 @@ class LogCollector:
             self._raise_stop_reason()
             interval = self._rescan_interval_s if changed else min(2 * interval, self._rescan_max_interval_s)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(on_grid(asyncio.get_running_loop().time() + interval)):
+                deadline = on_grid(asyncio.get_running_loop().time() + interval, self._wake_grid_s)
+                async with asyncio.timeout_at(deadline):
                     await self._wake.wait()
             self._raise_stop_reason()
 

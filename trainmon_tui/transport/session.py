@@ -388,6 +388,7 @@ class HostSession:
         self._up = asyncio.Event()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._read_poll: ReadPoll | None = None
+        self._up_since = 0.0
         self._tunnels: list[asyncssh.SSHClientConnection] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -504,6 +505,12 @@ class HostSession:
         with poll.at_once():
             yield
 
+    def up_for_s(self) -> float | None:
+        """How long the live connection has been up; None while there is none."""
+        if self._conn is None or not self._up.is_set():
+            return None
+        return self._clock() - self._up_since
+
     @property
     def reads_on_grid(self) -> bool:
         """Whether the live connection's socket is read on the grid (module docstring)."""
@@ -549,7 +556,7 @@ class HostSession:
                 await self._sleep(self._backoff.delay(attempt, self._rng))
                 attempt += 1
                 continue
-            up_since = self._clock()
+            up_since = self._up_since = self._clock()
             self.connects += 1
             self._conn = conn
             self._read_poll = self._poll_reads(conn)

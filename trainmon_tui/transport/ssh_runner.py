@@ -14,6 +14,9 @@ from trainmon_tui.transport.streams import CommandResult, RemoteStream, open_str
 
 #: How long opening a stream may wait for the connection and a channel slot before HostDownError.
 DEFAULT_OPEN_TIMEOUT_S = 30.0
+#: For this long after a connection comes up, commands' answers are read as they arrive: the first
+#: readings of a host (its GPU inventory, processes, log files) reach the screen without waiting for the grid.
+FRESH_CONNECTION_S = 10.0
 
 
 class SshRunner:
@@ -36,5 +39,8 @@ class SshRunner:
         return open_stream(self.session, argv, open_timeout=self._open_timeout_s)
 
     async def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
-        # Every caller is a collector's periodic poll: its answers can wait for the session's read grid.
-        return await run(self.session, argv, timeout=timeout, at_once=False)
+        # Every caller is a collector's poll: once the connection has settled, its answers can wait for the
+        # session's read grid (streams.run).
+        up_for_s = self.session.up_for_s()
+        at_once = up_for_s is None or up_for_s < FRESH_CONNECTION_S
+        return await run(self.session, argv, timeout=timeout, at_once=at_once)

@@ -478,7 +478,7 @@ async def run(
     is down), the command itself (:class:`TimeoutError`; the remote command is killed). A command killed by
     signal N has exit status 128 + N. Raises :class:`StreamLostError` when the connection drops under it.
     ``at_once=False`` lets the host's answers wait for the session's read grid like a stream's output (a
-    few ticks per command, about half a second at 0.25 s): for periodic polls, where that does not matter
+    few ticks per command, a second or so at 0.5 s): for periodic polls, where that does not matter
     and a wake-up per packet would cost more than the poll itself.
     """
     loop = asyncio.get_running_loop()
