@@ -12,7 +12,7 @@ Keepalive: asyncssh re-arms its keepalive timer on every packet it receives, a t
 again dozens of times a second on a busy fleet. While our streams bring data (dmon prints every second), the
 connection is plainly alive, so a session turns asyncssh's keepalive off and turns it back on as soon as a
 check every ``keepalive_interval_s`` finds no new data: a host that hangs is noticed at most one interval
-later than with the timer always armed.
+later than with the timer always armed (plus up to one ``read_tick_s``: the checks fall on the read grid).
 
 Reading: once a connection is up, its socket is read on the event loop's shared grid
 (:mod:`trainmon_tui.transport.ticks`, every ``read_tick_s``) rather than as each packet arrives: a fleet's
