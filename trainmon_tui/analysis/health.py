@@ -23,7 +23,8 @@ severities in :data:`~trainmon_tui.analysis.alerts.DEFAULT_SEVERITY`):
 * ``loss_spike``: a loss value well above its smoothed trend (until it is back under the line).
 * ``plateau``: the run's chosen metric has not improved over the last part of its history.
 * ``throughput_low``: the run's median rate below its ``target_throughput``.
-* ``memory_imbalance``: GPU memory of a run's ranks more than 20 % apart.
+* ``memory_imbalance``: GPU memory of a run's ranks more than 20 % apart (each GPU's mean over the last
+  minute, taken again every 10 s).
 * ``host_down`` / ``host_stale``: a host that is down, or up but silent (or whose GPUs cannot be read).
 * ``pattern``: user rules over log lines (:mod:`~trainmon_tui.analysis.health_patterns`). The monitor reads
   the lines itself from each snapshot's log book (``snapshot.logs(run)``), remembering per file where it
@@ -89,6 +90,9 @@ DEATH_CONFIRM_S = 30.0
 STRAGGLER_CONFIRM_S = 30.0
 # Memory imbalance compares each GPU's mean over the last minute: allocator churn is not imbalance.
 _MEMORY_WINDOW_S = 60.0
+# ... and takes a GPU's mean again only this often: a one-minute mean moves little in 10 s, and taking it
+# makes the series write its queued rows, for every GPU of every run (a sixth of a big fleet's health time).
+_MEMORY_MEAN_EVERY_S = 10.0
 # Loss spikes: the trend is an EMA of this weight, judged once this many values have been seen, with a
 # spread taken from this many recent residuals.
 _SPIKE_EMA_WEIGHT = 0.9
@@ -227,6 +231,8 @@ class HealthMonitor:
         # (run, host, path) -> (next line number to read, arrival number of the line before it): where the
         # pattern rules stopped reading each log file; the arrival number tells a file that started over.
         self._read_marks: dict[tuple[str, str, str], tuple[int, int]] = {}
+        # (host, GPU index) -> (when its memory mean was taken, the mean): see _MEMORY_MEAN_EVERY_S.
+        self._memory_means: dict[tuple[str, int], tuple[float, float | None]] = {}
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -646,6 +652,10 @@ class HealthMonitor:
                 if entry.rank is not None and not entry.process.defunct:
                     gpus_of_run.setdefault(entry.run, set()).update((host_name, gpu) for gpu in entry.gpus)
         found: list[_Finding] = []
+        taken = self._memory_means
+        # Only the GPUs judged now are kept: a GPU that left a run is forgotten with its mean.
+        kept: dict[tuple[str, int], tuple[float, float | None]] = {}
+        self._memory_means = kept
         for run, gpus in gpus_of_run.items():
             settings = self.settings_for(run)
             used: list[tuple[float, str, int]] = []
@@ -653,7 +663,12 @@ class HealthMonitor:
                 gpu = snapshot.hosts[host_name].gpu(index)
                 if gpu is None or gpu.age_s(now) > settings.stale_after_s:
                     continue
-                mean = memory_mean(gpu.history, now, _MEMORY_WINDOW_S)
+                key = (host_name, index)
+                taken_at_and_mean = taken.get(key)
+                if taken_at_and_mean is None or not 0.0 <= now - taken_at_and_mean[0] < _MEMORY_MEAN_EVERY_S:
+                    taken_at_and_mean = (now, memory_mean(gpu.history, now, _MEMORY_WINDOW_S))
+                kept[key] = taken_at_and_mean
+                mean = taken_at_and_mean[1]
                 if mean is not None:
                     used.append((mean, host_name, index))
             if len(used) < 2:
