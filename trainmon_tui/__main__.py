@@ -1,5 +1,5 @@
 """Entry point for ``python -m trainmon_tui``."""
 
-from trainmon_tui.cli import main
+from trainmon_tui.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from trainmon_tui.gc_policy import settle_collector
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -63,18 +65,33 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def entry() -> int:
+    """The program as installed (``trainmon-tui``, ``python -m trainmon_tui``): :func:`main` on the command
+    line, in a process whose garbage collector runs rarely (:mod:`trainmon_tui.gc_policy`)."""
+    return main(settle_gc=True)
+
+
+def main(argv: Sequence[str] | None = None, *, settle_gc: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Each subcommand imports its module when chosen, so reading a log never loads asyncssh or textual.
     if args.command == "parse-log":
         from trainmon_tui.parselog_cmd import run_parse_log  # noqa: PLC0415
 
+        _settle(settle_gc)
         return run_parse_log(args.path, as_json=args.json, out=sys.stdout)
     if args.command == "report":
         from trainmon_tui.report_cmd import run_report  # noqa: PLC0415
 
+        _settle(settle_gc)
         return run_report(args.hosts, seconds=args.seconds, output_format=args.format)
     from trainmon_tui.dashboard_cmd import run_dashboard  # noqa: PLC0415
 
+    _settle(settle_gc)
     return run_dashboard(hosts_file=args.hosts, demo=args.demo)
+
+
+def _settle(settle_gc: bool) -> None:
+    # Once the command's modules are loaded, so that they are among the objects frozen.
+    if settle_gc:
+        settle_collector()
