@@ -16,7 +16,8 @@ Approaches, one after the other in the same run against the same servers:
   parsed and stored, plus the ``--query-gpu`` inventory every 5 min) and the log collector (``tail -F``, every
   line parsed and stored, plus its file listing every 30 s, backing off to every 2 min while it stays the
   same) per host: exactly the brief's workload;
-* **trainmon, all collectors** - the default plan, which also polls ``ps`` every 5 s per host and
+* **trainmon, all collectors** - the default plan, which also lists processes with ``ps`` every 5 s per host
+  (one long-running ``sh`` loop per host, read as a stream) and
   ``--query-compute-apps`` when the processes that matter change or every 15 s (on loopback every fake
   host lists the whole machine's processes, several hundred).
   Every line of each listing is split to find the processes that matter (a run's pattern, GPU holders, their

@@ -31,13 +31,15 @@ from tests.integration.sshd_harness import (
     FakeHost,
     SshdHarness,
     _die_with_parent,
+    leftover_processes,
     marked_argv,
+    wait_for_no_leftovers,
     wait_until_gone,
 )
 from trainmon_tui.config import RunConfig
 from trainmon_tui.model import GpuSample
 from trainmon_tui.state.store import HostSnapshot, Store
-from trainmon_tui.transport.proc_collector import ProcessCollector
+from trainmon_tui.transport.proc_collector import PS_STEP, ProcessCollector, ps_loop_argv
 from trainmon_tui.transport.session import HostSession
 from trainmon_tui.transport.ssh_runner import SshRunner
 
@@ -187,11 +189,13 @@ def host_view(store: Store) -> HostSnapshot | None:
 
 
 @asynccontextmanager
-async def collecting(runner: SshRunner, store: Store, proc_host: ProcHost) -> AsyncIterator[ProcessCollector]:
+async def collecting(
+    runner: SshRunner, store: Store, proc_host: ProcHost, *, interval_s: float = INTERVAL_S
+) -> AsyncIterator[ProcessCollector]:
     # The pattern names this test's own script path: other test runs on this machine start fake ranks too.
     pattern = re.compile(re.escape(str(proc_host.train_path)))
     run = RunConfig(name="fake-job", hosts=(HOST,), process=pattern)
-    collector = ProcessCollector(runner, store, HOST, [run], interval_s=INTERVAL_S)
+    collector = ProcessCollector(runner, store, HOST, [run], interval_s=interval_s)
     task = asyncio.create_task(collector.run())
     try:
         yield collector
@@ -280,3 +284,41 @@ async def test_a_killed_rank_that_is_not_reaped_stays_listed_as_defunct_with_its
             # Neither its command line nor its environment says so any more, but it is still rank 5.
             assert ranks(store) == {rank4: 4, rank5: 5, job.local_rank_process.pid: 3}
             assert collector.problems == {}
+
+
+async def test_one_loop_lists_the_host_and_nothing_of_it_is_left_after_the_collector_is_cancelled(
+    sshd_harness: SshdHarness, proc_host: ProcHost
+) -> None:
+    # An interval no other test uses: the loop's command line (and its wrapper's) names this test's loop.
+    interval_s = 0.217
+    loop_command = " ".join(ps_loop_argv(interval_s))
+    ours = (loop_command, f"sleep {ps_loop_argv(interval_s)[-1]}")
+    store = Store()
+
+    def loop_shells() -> list[int]:
+        running = leftover_processes(sshd_harness.user, (), (loop_command,))
+        return [pid for pid, line in running if line.rstrip() == loop_command]
+
+    async def listings(count: int) -> None:
+        for _ in range(count):
+            before = host_view(store)
+
+            def came(before: HostSnapshot | None = before) -> bool:
+                view = host_view(store)
+                return view is not None and (before is None or view.processes_t != before.processes_t)
+
+            await wait_for(came, timeout=5)
+
+    async with HostSession(sshd_harness.params(proc_host.host)) as session:
+        async with collecting(SshRunner(session, HOST), store, proc_host, interval_s=interval_s) as collector:
+            await listings(1)
+            shells = await asyncio.to_thread(loop_shells)
+            assert len(shells) == 1
+            # Later listings come from the same loop: no new channel, shell and ps wrapper per listing.
+            await listings(3)
+            assert await asyncio.to_thread(loop_shells) == shells
+            assert PS_STEP not in collector.problems
+        # Cancelled: the channel is closed and the wrapper takes the loop, its ps and its sleep along.
+        assert session.channels_in_use == 0
+        left = await asyncio.to_thread(wait_for_no_leftovers, sshd_harness.user, (), ours, 5.0)
+        assert left == []

@@ -1,14 +1,17 @@
 """What the demo hosts answer, read back by the real parsers the collectors use, with values asserted.
 
 Every command line here is the one a collector builds (DMON_ARGV, query_gpu_argv, QUERY_APPS_ARGV, PS_ARGV,
-environ_grep_argv, list_argv, tail_argv), sent through the wrapper and taken out of it again.
+ps_loop_argv, environ_grep_argv, list_argv, tail_argv), sent through the wrapper and taken out of it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,11 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trainmon_tui.analysis.ranks import environ_grep_argv, environ_ranks, match_ranks, parse_environ_grep
+from trainmon_tui.config import RunConfig
 from trainmon_tui.demo.cluster import Simulation
 from trainmon_tui.demo.commands import (
     TERMINATED,
     DmonStream,
     HostCommands,
+    PsLoopStream,
     Reply,
     TailStream,
     format_etime,
@@ -38,9 +43,19 @@ from trainmon_tui.parsers.smi_csv import (
 )
 from trainmon_tui.parsers.smi_status import INVALID_QUERY, NOT_INSTALLED, classify_smi_failure
 from trainmon_tui.parsers.trainlog.engine import LogParser, rank_from_path
+from trainmon_tui.state.store import Store
 from trainmon_tui.transport.gpu_collector import failure_reason, query_gpu_argv
 from trainmon_tui.transport.log_collector import TailDemux, list_argv, parse_listing, tail_argv
+from trainmon_tui.transport.proc_collector import (
+    APPS_STEP,
+    LISTING_END,
+    PS_COMMAND,
+    ProcessCollector,
+    ps_loop_argv,
+)
 from trainmon_tui.transport.remote import remote_command_line, unwrap_command_line
+from trainmon_tui.transport.runner import LineStream
+from trainmon_tui.transport.streams import CommandResult
 
 WALL_EPOCH = 1_750_000_000.0
 CORPUS_DMON = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "dmon"
@@ -204,6 +219,127 @@ def test_ps_listing_parses_and_rank_matching_finds_every_rank(sim: Simulation) -
     assert from_environ == {pid: rank.rank for pid, rank in ranks.items()}
     pattern = re.compile(sim.runs[0].process_pattern)
     assert match_ranks(processes, pattern, from_environ) == {pid: rank.rank for pid, rank in ranks.items()}
+
+
+def _listings(output: bytes) -> list[str]:
+    """The listings in a stretch of the loop's output, each up to its end line."""
+    text = output.decode()
+    assert text.endswith(LISTING_END + "\n")
+    return text.split(LISTING_END + "\n")[:-1]
+
+
+def test_the_listing_loop_prints_the_ps_listing_and_its_end_line_every_interval(sim: Simulation) -> None:
+    commands = _host(sim, 1)
+    argv = ps_loop_argv(5.0)
+    # The argv arrives through the wrapper intact, and is answered as the stream a real loop is.
+    assert unwrap_command_line(remote_command_line(argv)) == argv
+    stream = commands.answer(argv, 5.0)
+    assert isinstance(stream, PsLoopStream) and stream.interval_s == 5.0 and not stream.finished
+    first = stream.start(5.0)
+    assert first.exit_status == 0 and first.stderr == b""
+    [listing] = _listings(first.stdout)
+    processes = parse_ps(listing)
+    # The same processes as ps alone lists, at the same moment (our own command's aside).
+    alone = parse_ps(_ask(_host(sim, 1), PS_ARGV, 5.0).stdout.decode())
+    ranks = {rank.pid for rank in sim.hosts[1].ranks}
+    assert ranks <= {p.pid for p in processes}
+    assert [p for p in processes if p.pid < 70_000] == [p for p in alone if p.pid < 70_000]
+    # Our loop's shell under its wrapper, and its ps: as on a real host, and left out by the collector.
+    loop_shell = next(p for p in processes if p.command == " ".join(argv))
+    assert loop_shell.command.endswith("trainmon-ps 5")
+    own_ps = next(p for p in processes if p.command == PS_COMMAND)
+    assert own_ps.ppid == loop_shell.pid
+    wrapper = next(p for p in processes if p.pid == loop_shell.ppid)
+    assert wrapper.command.endswith(f"trainmon-remote {' '.join(argv)}")
+    # Every interval, the next listing: the same loop, a new ps, the ranks' times moved on.
+    later = _listings(stream.more(15.0))
+    assert len(later) == 1
+    again = parse_ps(later[0])
+    assert next(p for p in again if p.command == " ".join(argv)).pid == loop_shell.pid
+    assert next(p for p in again if p.command == PS_COMMAND).pid != own_ps.pid
+    rank = sim.hosts[1].ranks[0]
+    assert next(p for p in again if p.pid == rank.pid).elapsed_s == int(15.0 - rank.run.launched_t)
+
+
+class _LiveLines:
+    """Lines as a running stream gives them, then no more for as long as it is read (the loop sleeps)."""
+
+    exit_status: int | None = None
+    stderr_tail = ""
+
+    def __init__(self, lines: list[str]) -> None:
+        self._lines = iter(lines)
+
+    def __aiter__(self) -> _LiveLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = next(self._lines, None)
+        if line is None:
+            await asyncio.Event().wait()
+        assert line is not None
+        return line
+
+
+class _DemoHostRunner:
+    """A demo host's commands played in-process at a fixed simulated time: a collector's view of it."""
+
+    name = "node-1"
+    is_local = False
+
+    def __init__(self, commands: HostCommands, t: float) -> None:
+        self._commands = commands
+        self._t = t
+
+    async def wait_up(self, timeout: float | None = None) -> None:
+        return None
+
+    def stream(self, argv: Sequence[str]) -> AbstractAsyncContextManager[LineStream]:
+        return self._stream(argv)
+
+    @asynccontextmanager
+    async def _stream(self, argv: Sequence[str]) -> AsyncIterator[LineStream]:
+        loop = self._commands.answer(argv, self._t)
+        assert isinstance(loop, PsLoopStream)
+        yield _LiveLines(loop.start(self._t).stdout.decode().splitlines())
+
+    async def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        reply = self._commands.answer(argv, self._t)
+        assert isinstance(reply, Reply)
+        return CommandResult(reply.exit_status, reply.stdout.decode(), reply.stderr.decode())
+
+
+async def test_the_process_collector_reads_the_demo_loop_and_leaves_its_own_processes_out(
+    sim: Simulation,
+) -> None:
+    host = sim.hosts[1]
+    run = next(run for run in sim.runs if 1 in run.host_indexes)
+    # A pattern that also matches our loop's command line ("trainmon-ps"): it is looked at, and dropped.
+    pattern = re.compile(f"{run.process_pattern}|trainmon")
+    store = Store()
+    config = RunConfig(name=run.name, hosts=(host.name,), process=pattern)
+    collector = ProcessCollector(_DemoHostRunner(_host(sim, 1), 30.0), store, host.name, [config])
+    task = asyncio.create_task(collector.run())
+    try:
+        async with asyncio.timeout(5):
+            while host.name not in store.snapshot(0.0).hosts:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
+    snapshot = store.snapshot(0.0).hosts[host.name]
+    assert sorted(snapshot.rank_of_pid.values()) == sorted(rank.rank for rank in host.ranks)
+    commands = [process.command for process in snapshot.processes]
+    assert not any("trainmon-" in command or command == PS_COMMAND for command in commands)
+    assert collector.problems.keys() <= {APPS_STEP}
+
+
+def test_a_loop_interval_sleep_refuses_ends_the_loop_after_one_listing(sim: Simulation) -> None:
+    argv = (*ps_loop_argv(5.0)[:-1], "soon")
+    reply = _ask(_host(sim, 0), argv, 5.0)
+    assert reply.exit_status == 1
+    assert len(_listings(reply.stdout)) == 1
+    assert reply.stderr == b"sleep: invalid time interval 'soon'\n"
 
 
 def test_environ_grep_exit_status_is_grep_s(sim: Simulation) -> None:

@@ -12,6 +12,9 @@ Recognised, in the formats of the real tools (checked against the samples in the
 - ``nvidia-smi --query-gpu=... --format=csv[,noheader][,nounits]`` and ``--query-compute-apps=...``;
   an unknown field gets nvidia-smi's own "is not a valid field to query" and exit status 2. ``nvidia-smi -L``.
 - ``ps -eww -o pid=,ppid=,stat=,etime=,pcpu=,rss=,args=``: procps' column widths, our own ps included.
+- the process collector's listing loop (``sh -c PS_LOOP_SCRIPT trainmon-ps SECONDS``): that listing (with the
+  loop's own shell and ps in it) and the end-of-listing line, every SECONDS real seconds until the channel
+  closes.
 - ``grep -a -s -z -H -E PATTERN -- /proc/PID/environ ...``: the rank variables, NUL-terminated, grep's exit
   status (0 found, 1 nothing, 2 a file missing).
 - the log collector's listing script (``sh -c LIST_SCRIPT trainmon-ls PATTERN...``): its ``F``/``M`` records.
@@ -24,6 +27,8 @@ Anything else exits with 127 and a "command not found" message, as a shell would
 from __future__ import annotations
 
 import fnmatch
+import itertools
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +49,7 @@ from trainmon_tui.demo.logs import FileGrowth, LogCursor, RankLog, last_lines, l
 from trainmon_tui.demo.noise import uniform
 from trainmon_tui.parsers.ps import PS_ARGV
 from trainmon_tui.transport.log_collector import HEAD_BYTES, LIST_SCRIPT, LIST_SCRIPT_NAME
+from trainmon_tui.transport.proc_collector import LISTING_END, PS_LOOP_NAME, PS_LOOP_SCRIPT
 from trainmon_tui.transport.remote import WRAPPER_NAME, WRAPPER_SCRIPT
 
 #: How often a ``tail -F`` looks for new lines (real seconds).
@@ -292,6 +298,23 @@ def _ps_line(pid: int, ppid: int, stat: str, etime: str, *, cpu: float, rss: int
     return f"{pid:>7} {ppid:>7} {stat:<4} {etime:>11} {cpu:>4.1f} {rss:>5} {args}\n"
 
 
+class PsLoopStream:
+    """The process collector's listing loop: a ps listing and :data:`LISTING_END` at start and then every
+    ``interval_s`` (real seconds, as its ``sleep``), until the channel closes."""
+
+    finished = False
+
+    def __init__(self, listing: Callable[[float], str], interval_s: float) -> None:
+        self._listing = listing
+        self.interval_s = interval_s
+
+    def start(self, t: float) -> Reply:
+        return Reply(0, self.more(t))
+
+    def more(self, t: float) -> bytes:
+        return f"{self._listing(t)}{LISTING_END}\n".encode()
+
+
 # -------------------------------------------------------------------------------------------------- tail
 
 
@@ -420,6 +443,8 @@ class HostCommands:
             return self._tail(argv[1:])
         if program == "sh" and list(argv[:4]) == ["sh", "-c", LIST_SCRIPT, LIST_SCRIPT_NAME]:
             return self._list(argv[4:], t)
+        if len(argv) == 5 and list(argv[:4]) == ["sh", "-c", PS_LOOP_SCRIPT, PS_LOOP_NAME]:
+            return self._ps_loop(argv, t)
         return not_found(program)
 
     # ------------------------------------------------------------------------------------- nvidia-smi
@@ -527,14 +552,67 @@ class HostCommands:
     # --------------------------------------------------------------------------------------------- ps
 
     def _ps(self, t: float) -> Reply:
-        out = []
+        # Our own ps, under its wrapper shell, under the SSH session that runs it: as on a real host.
+        own = self._own_pid()
+        command = " ".join(PS_ARGV)
+        wrapper = f"sh -c {WRAPPER_SCRIPT} {WRAPPER_NAME} {command}"
+        lines = [
+            *self._process_lines(t),
+            _ps_line(own, _SSHD_PID, "Ss", "00:00", cpu=0.0, rss=6_912, args="sshd: demo@notty"),
+            _ps_line(own + 1, own, "S", "00:00", cpu=0.0, rss=1_676, args=wrapper),
+            _ps_line(own + 2, own + 1, "R", "00:00", cpu=0.0, rss=4_128, args=command),
+        ]
+        return Reply(0, "".join(lines).encode())
+
+    def _ps_loop(self, argv: Sequence[str], t: float) -> Reply | PsLoopStream:
+        seconds = argv[-1]
+        try:
+            interval_s = float(seconds)
+        except ValueError:
+            interval_s = math.nan
+        started_t = t
+        own = self._own_pid()
+        loop = " ".join(argv)
+        wrapper = f"sh -c {WRAPPER_SCRIPT} {WRAPPER_NAME} {loop}"
+        # Each listing is a new ps under the same loop shell.
+        listings = itertools.count()
+
+        def listing(now: float) -> str:
+            # The loop shell, under its wrapper shell, under the SSH session that runs it: as on a real host.
+            etime = format_etime(now - started_t)
+            ps_pid = own + 3 + next(listings) % 5_000
+            lines = [
+                *self._process_lines(now),
+                _ps_line(own, _SSHD_PID, "Ss", etime, cpu=0.0, rss=6_912, args="sshd: demo@notty"),
+                _ps_line(own + 1, own, "S", etime, cpu=0.0, rss=1_676, args=wrapper),
+                _ps_line(own + 2, own + 1, "S", etime, cpu=0.0, rss=1_604, args=loop),
+                _ps_line(ps_pid, own + 2, "R", "00:00", cpu=0.0, rss=4_128, args=" ".join(PS_ARGV)),
+            ]
+            return "".join(lines)
+
+        if not 0.0 < interval_s < math.inf:
+            # The first listing, then sleep refuses the interval and the loop ends with its status. (Real
+            # sleep takes 0 too; here it would spin the server.)
+            return Reply(
+                1,
+                f"{listing(t)}{LISTING_END}\n".encode(),
+                f"sleep: invalid time interval '{seconds}'\n".encode(),
+            )
+        return PsLoopStream(listing, interval_s)
+
+    def _own_pid(self) -> int:
+        """A pid for our own command's processes (it and the next few), new with each command."""
+        return _OWN_PID_BASE + self._calls % 20_000 * 3
+
+    def _process_lines(self, t: float) -> list[str]:
+        lines = []
         for process in self.simulation.live_processes(self.host, t):
             stat = process.stat
             if process.rank is not None and process.rank.phase(t) in (Phase.TRAIN, Phase.EVAL):
                 # A rank is mostly waiting on its GPU (S), sometimes caught running (R).
                 running = uniform(self.simulation.seed, _K_STAT, process.pid, int(t // 3)) < 0.3
                 stat = "Rl" if running else "Sl"
-            out.append(
+            lines.append(
                 _ps_line(
                     process.pid,
                     process.ppid,
@@ -545,14 +623,7 @@ class HostCommands:
                     args=process.args,
                 )
             )
-        # Our own ps, under its wrapper shell, under the SSH session that runs it: as on a real host.
-        own = _OWN_PID_BASE + self._calls % 20_000 * 3
-        command = " ".join(PS_ARGV)
-        wrapper = f"sh -c {WRAPPER_SCRIPT} {WRAPPER_NAME} {command}"
-        out.append(_ps_line(own, _SSHD_PID, "Ss", "00:00", cpu=0.0, rss=6_912, args="sshd: demo@notty"))
-        out.append(_ps_line(own + 1, own, "S", "00:00", cpu=0.0, rss=1_676, args=wrapper))
-        out.append(_ps_line(own + 2, own + 1, "R", "00:00", cpu=0.0, rss=4_128, args=command))
-        return Reply(0, "".join(out).encode())
+        return lines
 
     # -------------------------------------------------------------------------------------------- grep
 

@@ -1,13 +1,25 @@
-"""Poll one host's processes into the store: the ps listing, which process holds which GPU, and each rank.
+"""Keep one host's processes in the store: the ps listing, which process holds which GPU, and each rank.
 
-Every ``interval_s`` a :class:`ProcessCollector` runs, through its :class:`CommandRunner`:
+The listing comes from one long-running command per host, read line by line as a stream
+(:meth:`~trainmon_tui.transport.runner.CommandRunner.stream`, as the GPU collector reads ``nvidia-smi dmon``):
+a one-line ``sh`` loop (:data:`PS_LOOP_SCRIPT`, started by :func:`ps_loop_argv`) that runs ``ps``
+(:data:`~trainmon_tui.parsers.ps.PS_ARGV`), prints the :data:`LISTING_END` line and sleeps ``interval_s``,
+over and over. Running ``ps`` as a command of its own every few seconds cost, each time and for each host,
+a channel opened and closed here (with asyncssh's logging of each channel event) and an sshd session, a
+shell and the lifeline wrapper on the host; at 64 hosts that churn was a large share of the dashboard's CPU.
+The loop holds one of the host's channel slots instead, for as long as it runs, and the host forks only a
+``ps`` and a ``sleep`` per listing. It only reads: nothing on the host is changed, and the wrapper kills it
+when its channel closes.
 
-1. ``ps`` (:data:`~trainmon_tui.parsers.ps.PS_ARGV`): every process; our own ``ps`` is left out.
+For each complete listing (the lines up to the marker) a :class:`ProcessCollector` does, in order:
+
+1. The listing into the store. Our own loop shell, its ``ps`` and ``sleep`` and the wrapper shell that runs
+   the loop are left out, recognised by their exact command lines.
 2. At most one ``grep`` over ``/proc/PID/environ`` of the processes that could be ranks and whose
    environment has not been read yet (:func:`~trainmon_tui.analysis.ranks.environ_grep_argv`). An
    environment never changes after exec, so each process is read once; unreadable ones (another user's
    processes) are simply skipped. A run without a ``process`` pattern reads the processes that held GPU
-   memory at the previous poll.
+   memory at the previous listing.
 3. ``nvidia-smi --query-compute-apps`` (:data:`~trainmon_tui.parsers.smi_csv.QUERY_APPS_ARGV`): GPU <-> pid,
    handed to ``store.apply_compute_apps``, which maps GPU UUIDs to indexes from the GPUs it knows. It runs
    after the listing is stored, so a hanging nvidia-smi cannot hold the listing back. It runs when the
@@ -18,21 +30,36 @@ Every ``interval_s`` a :class:`ProcessCollector` runs, through its :class:`Comma
    mapping is emptied (once) and tried again after ``apps_retry_s``; the host is not marked as failing,
    because the GPUs' own state is the GPU collector's business.
 
+The grep and the query are short commands of their own (``runner.run()``): they run only when something
+changed, not with every listing.
+
 Between steps 2 and 3, ranks are matched per run by :mod:`trainmon_tui.analysis.ranks` and remembered
-across polls, so a rank that turns defunct keeps its number while ps still lists it; ``store.apply_processes``
-gets the processes that matter (command lines cleaned of control sequences and secrets) with every run's
-``pid -> rank``. A rank that disappears is simply no longer in the store's list: that list is the truth.
+across listings, so a rank that turns defunct keeps its number while ps still lists it;
+``store.apply_processes`` gets the processes that matter (command lines cleaned of control sequences and
+secrets) with every run's ``pid -> rank``. A rank that disappears is simply no longer in the store's list:
+that list is the truth.
 
 The processes that matter are those a run's ``process`` pattern matches, those holding GPU memory, those
-whose environment gave a rank or that had a rank at the last poll, the ancestors of all of these, their
+whose environment gave a rank or that had a rank at the last listing, the ancestors of all of these, their
 children, and the children of launchers among the ancestors: everything rank matching looks at, and
 everything a report lists. Only their lines are parsed and cleaned (:func:`relevant_ps_lines` picks them with
-one split per line); a busy host lists hundreds of processes every poll, and reading each one fully cost
+one split per line); a busy host lists hundreds of processes every listing, and reading each one fully cost
 more than all the rest of collecting. A process that starts holding GPU memory is added as soon as
 ``--query-compute-apps`` names it, from the same listing.
 
+When listings stop, the ``ps`` step of :attr:`ProcessCollector.problems` says why, and the loop is started
+again ``interval_s`` later, never at once (a loop that keeps failing costs a channel per ``interval_s``):
+
+* The loop ended (``ps`` missing: exit status 127; ``ps`` refusing its options; killed on the host): its
+  exit status and the first line of its stderr.
+* No complete listing came within ``interval_s + command_timeout_s`` of the previous one (a hung ``ps``):
+  "no listing in N s"; the loop is stopped and started again.
+* A listing longer than :data:`MAX_LISTING_LINES` lines or :data:`MAX_LISTING_CHARS` characters is not held
+  (it would grow memory without bound) and not stored; the previous listing stays in the store.
+
 The host going down (:class:`TransportError`) is waited out with ``runner.wait_up()``; the session
-reconnects by itself. A command that fails is logged when its failure starts and when it ends, not per poll.
+reconnects by itself. A step that fails is logged when its failure starts and when it ends, not per
+listing; the first complete listing after a failure clears the ``ps`` problem.
 """
 
 from __future__ import annotations
@@ -40,11 +67,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shlex
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from trainmon_tui.analysis.ranks import (
     RankMemory,
@@ -63,33 +91,59 @@ from trainmon_tui.parsers.smi_status import classify_smi_failure
 from trainmon_tui.sanitize import clean_remote_text
 from trainmon_tui.state.store import Store
 from trainmon_tui.transport.remote import WRAPPER_NAME
-from trainmon_tui.transport.runner import CommandRunner
+from trainmon_tui.transport.runner import CommandRunner, LineStream
 from trainmon_tui.transport.session import TransportError
-from trainmon_tui.transport.streams import ChannelRefusedError, CommandResult, OutputTooLargeError
+from trainmon_tui.transport.streams import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    ChannelRefusedError,
+    CommandResult,
+    OutputTooLargeError,
+)
 from trainmon_tui.transport.ticks import sleep_until
 
 _log = logging.getLogger(__name__)
 
-# Every few seconds: a rank that died shows within 5 s, and each poll is a channel here and an sshd session,
-# a shell and a ps on the host (polling the 64-host demo cluster every 3 s took about 3.5 % of a core here).
+# Every few seconds: a rank that died shows within 5 s. Each listing forks a ps and a sleep on the host.
 DEFAULT_INTERVAL_S = 5.0
-#: How long one ps / nvidia-smi / grep may take before it counts as failed (and is killed).
+#: How long one nvidia-smi / grep may take before it counts as failed (and is killed); a listing may come
+#: this much later than ``interval_s`` after the previous one before the loop counts as hung.
 DEFAULT_COMMAND_TIMEOUT_S = 10.0
 #: After a failed --query-compute-apps, how long to wait before trying it again.
 DEFAULT_APPS_RETRY_S = 30.0
 #: Longest time between --query-compute-apps runs while the processes that matter stay the same.
 DEFAULT_APPS_REFRESH_S = 15.0
-#: Environments read per poll at most; the rest are read on the next polls (each is read only once).
+#: Environments read per listing at most; the rest are read at the next listings (each is read only once).
 MAX_ENVIRON_PIDS_PER_POLL = 512
+#: Lines one listing may have: far beyond any sane process table. A longer listing is dropped unread, so a
+#: runaway one (not our loop's output, a fork bomb) cannot grow memory without bound.
+MAX_LISTING_LINES = 100_000
+#: Characters one listing may have, as a short command's output may (a line alone is capped by the stream).
+MAX_LISTING_CHARS = DEFAULT_MAX_OUTPUT_BYTES
 
 #: How ps shows itself in its own listing.
 PS_COMMAND = " ".join(PS_ARGV)
+#: ``$0`` of the listing loop: names it in ``ps`` and in the shell's own error messages ("trainmon-ps: 1: ps:
+#: not found").
+PS_LOOP_NAME: Final = "trainmon-ps"
+#: The line the loop prints after each listing. A process line starts with its pid, so it can never be one.
+LISTING_END: Final = "--trainmon-ps-end--"
+# One line on purpose (csh-family login shells reject newlines inside quotes) and no single quotes (the
+# runner single-quotes it). `exit` alone exits with the status of the command that just failed: the loop ends
+# when ps fails (missing, refusing its options, or killed by SIGPIPE once the channel is gone), and also when
+# printing the marker or sleeping fails, so it can never spin without pause. printf, not echo: POSIX leaves
+# echo's handling of an argument starting with "-" open. The interval is "$1", never part of the script.
+PS_LOOP_SCRIPT: Final = (
+    f"while :; do {shlex.join(PS_ARGV)} || exit; "
+    f'printf "%s\\n" {LISTING_END} || exit; '
+    'sleep "$1" || exit; done'
+)
+
 # grep exits 1 when nothing matched and 2 when some file could not be read (permission, process gone): both
 # are normal here, and the output holds whatever was readable.
 _GREP_STATUSES = frozenset({0, 1, 2})
 _STDERR_SHOWN_CHARS = 200
 
-# What each poll step is called in the log and in :attr:`ProcessCollector.problems`.
+# What each step is called in the log and in :attr:`ProcessCollector.problems`.
 PS_STEP = "ps"
 APPS_STEP = "nvidia-smi --query-compute-apps"
 ENVIRON_STEP = "rank environment"
@@ -102,6 +156,14 @@ _PID_AT = PS_COLUMNS.index("pid")
 _PPID_AT = PS_COLUMNS.index("ppid")
 # As parse_ps: longer digit strings are not pids (and int() refuses very long ones).
 _MAX_PID_DIGITS = 18
+
+
+def ps_loop_argv(interval_s: float) -> tuple[str, ...]:
+    """The command that prints a listing every ``interval_s`` seconds (the interval stays an argument)."""
+    # Plain decimals to the millisecond: sleep(1) of GNU, BusyBox and the BSDs reads those, not every one
+    # reads an exponent ("1e-05"). Never "0": the loop must pause between listings.
+    seconds = f"{max(interval_s, 0.001):.3f}".rstrip("0").rstrip(".")
+    return ("sh", "-c", PS_LOOP_SCRIPT, PS_LOOP_NAME, seconds)
 
 
 class PsSelection(NamedTuple):
@@ -179,12 +241,38 @@ class _Outcome(NamedTuple):
     problem: str | None
 
 
-def _is_own_ps(process: ProcInfo) -> bool:
-    # Our ps, and the remote wrapper shell (and its watcher subshell) that runs it.
-    return process.command == PS_COMMAND or process.command.endswith(f"{WRAPPER_NAME} {PS_COMMAND}")
+class _OwnCommands(NamedTuple):
+    """The command lines, as ps shows them, of what lists a host: none of them is a process of a run."""
+
+    # The loop shell: `sh -c SCRIPT trainmon-ps SECONDS`.
+    loop: str
+    # The remote wrapper shell (and its watcher subshell) running the loop end with this.
+    wrapped_loop: str
+    # What the loop sleeps on between listings.
+    sleep: str
+
+    @classmethod
+    def of(cls, loop_argv: Sequence[str]) -> _OwnCommands:
+        loop = " ".join(loop_argv)
+        return cls(loop, f"{WRAPPER_NAME} {loop}", f"sleep {loop_argv[-1]}")
 
 
-# Memoised for the same reason as ranks.program_of: the same command lines come back every poll, and
+def _is_own_ps(process: ProcInfo, own: _OwnCommands, loop_pids: Collection[int]) -> bool:
+    """Whether ``process`` is our listing at work: the loop shell, its ps, its sleep, the wrapper around it.
+
+    Only exact command lines count, and a ``sleep`` only as a child of the loop: a user's own ``sleep 5``
+    stays listed. A ps with exactly :data:`PS_ARGV`, alone or under the wrapper, is ours too (an older
+    trainmon polling the same host runs it as a command of its own).
+    """
+    command = process.command
+    return (
+        command in (PS_COMMAND, own.loop)
+        or (command == own.sleep and process.ppid in loop_pids)
+        or command.endswith((own.wrapped_loop, f"{WRAPPER_NAME} {PS_COMMAND}"))
+    )
+
+
+# Memoised for the same reason as ranks.program_of: the same command lines come back every listing, and
 # making one inert and masking its secrets runs a dozen regular expressions over it.
 _clean_command = lru_cache(maxsize=8192)(clean_remote_text)
 
@@ -203,6 +291,13 @@ def _failure(program: str, result: CommandResult) -> str:
     return f"exit status {result.exit_status}: {reason}"
 
 
+def _loop_ended(stream: LineStream) -> str:
+    """The ``ps`` problem once the loop has ended: its exit status and what it said on stderr."""
+    if stream.exit_status is None:
+        return "listing loop ended without an exit status"
+    return _failure("ps", CommandResult(stream.exit_status, "", stream.stderr_tail))
+
+
 def _raise_lost_cancellation(task: asyncio.Task[Any] | None) -> None:
     """Raise CancelledError if this task was cancelled and the cancellation got lost on the way.
 
@@ -216,7 +311,8 @@ def _raise_lost_cancellation(task: asyncio.Task[Any] | None) -> None:
 
 
 class ProcessCollector:
-    """Polls ps, compute apps and rank environments of one host into ``store`` until cancelled."""
+    """Follows one host's ps listings, and collects compute apps and rank environments with each, into
+    ``store`` until cancelled."""
 
     def __init__(
         self,
@@ -245,12 +341,14 @@ class ProcessCollector:
         self._command_timeout_s = command_timeout_s
         self._apps_retry_s = apps_retry_s
         self._apps_refresh_s = apps_refresh_s
-        # When compute apps last answered, and the pids stored after that poll (None: never answered).
+        self._loop_argv = ps_loop_argv(interval_s)
+        self._own = _OwnCommands.of(self._loop_argv)
+        # When compute apps last answered, and the pids stored after that listing (None: never answered).
         self._apps_answered_at: float | None = None
         self._apps_saw_pids: frozenset[int] | None = None
         self._memories = {run.name: RankMemory() for run in self._runs}
         self._patterns = tuple(run.process for run in self._runs if run.process is not None)
-        # Ranks of the last poll, every pid of the last listing, and those of it that were stored.
+        # Ranks of the last listing, every pid of the last listing, and those of it that were stored.
         self._rank_pids: frozenset[int] = frozenset()
         self._listed_pids: frozenset[int] = frozenset()
         self._stored_pids: frozenset[int] = frozenset()
@@ -264,51 +362,114 @@ class ProcessCollector:
 
     @property
     def problems(self) -> Mapping[str, str]:
-        """What fails right now, by poll step (``ps``, ``nvidia-smi --query-compute-apps`` ...)."""
+        """What fails right now, by step (``ps``, ``nvidia-smi --query-compute-apps`` ...)."""
         return dict(self._problems)
 
+    @property
+    def loop_argv(self) -> tuple[str, ...]:
+        """The listing loop this collector runs on the host (:func:`ps_loop_argv` of its interval)."""
+        return self._loop_argv
+
     async def run(self) -> None:
-        """Poll every ``interval_s`` (measured start to start) until cancelled, waiting out host outages."""
+        """Follow the host's listings until cancelled: the loop is started again ``interval_s`` after it
+        stops, and host outages are waited out."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         while True:
             started = loop.time()
             try:
-                await self.poll()
+                problem = await self._follow(task)
             except TransportError as exc:
                 if not self._host_down:
                     self._host_down = True
-                    _log.info("%s: processes not polled while the host is down (%s)", self._host, exc.reason)
+                    _log.info("%s: processes not listed while the host is down (%s)", self._host, exc.reason)
                 await self._runner.wait_up()
-                # Falls through to the pause: a host that reads as up but keeps dropping channels must not
-                # be polled in a tight loop.
-            else:
-                self._recovered()
+                _raise_lost_cancellation(task)
+                # A host that reads as up but keeps dropping channels must not get a new loop in a tight
+                # loop; one whose loop ran for long gets the next as soon as it is back.
+                await sleep_until(started + self._interval_s)
+                continue
+            self._report(PS_STEP, problem)
             _raise_lost_cancellation(task)
-            await sleep_until(started + self._interval_s)
+            # A loop that fails at once (ps missing) would otherwise be started again and again.
+            await sleep_until(loop.time() + self._interval_s)
 
     def _recovered(self) -> None:
         if self._host_down:
             self._host_down = False
-            _log.info("%s: polling processes again", self._host)
+            _log.info("%s: listing processes again", self._host)
 
-    async def poll(self) -> None:
-        """One round: ps and new environments into the store, then compute apps. Raises TransportError if
-        the host is down."""
-        ps = await self._attempt(PS_ARGV)
+    async def _follow(self, task: asyncio.Task[Any] | None) -> str:
+        """Take every listing of one run of the loop; once it stops, why (the ``ps`` problem). Raises
+        TransportError when the host is lost."""
+        try:
+            async with self._runner.stream(self._loop_argv) as stream:
+                # Opening awaits the transport's channel slot: a cancellation may have got lost in there.
+                _raise_lost_cancellation(task)
+                return await self._read_listings(stream, task)
+        except ChannelRefusedError as exc:
+            return f"channel refused: {clean_remote_text(str(exc))}"
+        except OSError as exc:
+            return clean_remote_text(str(exc)) or type(exc).__name__
+
+    async def _read_listings(self, stream: LineStream, task: asyncio.Task[Any] | None) -> str:
+        """Take each complete listing as its end marker arrives, until the loop ends or stays silent.
+
+        One timer watches the whole stream, moved after each listing, rather than a timeout per line. It is
+        off while a listing is taken: the grep and nvidia-smi that may follow have timeouts of their own,
+        and meanwhile the next listing waits in the stream.
+        """
+        loop = asyncio.get_running_loop()
+        patience = self._interval_s + self._command_timeout_s
+        end, max_lines, max_chars = LISTING_END, MAX_LISTING_LINES, MAX_LISTING_CHARS
+        lines: list[str] = []
+        chars = 0
+        too_large = False
+        deadline = asyncio.timeout(patience)
+        try:
+            async with deadline:
+                async for line in stream:
+                    if line != end:
+                        # Every listed process goes through here: nothing but C-level operations.
+                        if too_large:
+                            continue
+                        chars += len(line)
+                        if chars <= max_chars and len(lines) < max_lines:
+                            lines.append(line)
+                        else:
+                            too_large = True
+                            lines = []
+                        continue
+                    deadline.reschedule(None)
+                    if too_large:
+                        self._report(
+                            PS_STEP, f"listing over {max_lines} lines or {max_chars} characters: not read"
+                        )
+                    else:
+                        await self._take_listing("\n".join(lines))
+                    lines, chars, too_large = [], 0, False
+                    # The grep and nvidia-smi go through the transport's waits too.
+                    _raise_lost_cancellation(task)
+                    deadline.reschedule(loop.time() + patience)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return f"no listing in {patience:g} s"
+        # A listing cut short by the loop's end is not stored: ps may have died half way through it.
+        return _loop_ended(stream)
+
+    async def _take_listing(self, listing: str) -> None:
+        """One listing and new environments into the store, then compute apps. Raises TransportError if the
+        host is down."""
         now = self._clock()
-        problem = ps.problem
-        if problem is None and ps.result is not None and ps.result.exit_status != 0:
-            problem = _failure("ps", ps.result)
-        self._report(PS_STEP, problem)
-        listing = ps.result.stdout if problem is None and ps.result is not None else None
-        if listing is not None:
-            await self._store_processes(listing, now)
+        self._report(PS_STEP, None)
+        self._recovered()
+        await self._store_processes(listing, now)
         # Last: a hanging nvidia-smi (a wedged driver) must not hold the process listing back.
         answered = await self._poll_compute_apps(now)
-        if listing is not None and (self._gpu_pids & self._listed_pids) - self._stored_pids:
+        if (self._gpu_pids & self._listed_pids) - self._stored_pids:
             # A process just started holding GPU memory: it is listed from now on (its environment is read
-            # at the next poll, as for any GPU holder).
+            # with the next listing, as for any GPU holder).
             await self._store_processes(listing, now, read_environ=False)
         if answered:
             self._apps_saw_pids = self._stored_pids
@@ -317,9 +478,11 @@ class ProcessCollector:
         known = self._gpu_pids | self._environ_read.keys() | self._rank_pids
         selection = relevant_ps_lines(listing, self._patterns, known)
         parsed = parse_ps(listing if selection.text is None else selection.text)
-        processes = [process for process in parsed if not _is_own_ps(process)]
+        own = self._own
+        loop_pids = {process.pid for process in parsed if process.command == own.loop}
+        processes = [process for process in parsed if not _is_own_ps(process, own, loop_pids)]
         if read_environ:
-            # GPU holders as of the previous poll: good enough to pick whose environment to read.
+            # GPU holders as of the previous listing: good enough to pick whose environment to read.
             ranks_from_environ = await self._environ_ranks(processes, self._gpu_pids)
         else:
             ranks_from_environ = self._known_environ_ranks()
