@@ -8,6 +8,8 @@ taken); they never time it (timings live in benchmarks/bench_dashboard.py).
 
 from __future__ import annotations
 
+from rich.text import Text
+
 from tests.ui import scenario as sc
 from trainmon_tui.analysis.alerts import Alert
 from trainmon_tui.model import GpuSample
@@ -196,6 +198,32 @@ async def test_the_chart_is_built_again_for_new_data_or_a_new_size_not_for_a_rep
         await pilot.pause()
         await pilot.pause()
         assert chart.builds > builds + 1
+
+
+async def test_a_log_y_chart_survives_being_built_again_for_a_new_size_or_theme() -> None:
+    # Plotext's build takes the logarithm of the data it was given in place: a second build of the same
+    # data (a resize, a theme change) raised IndexError or "math domain error" and took the app down.
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        chart = screen.chart
+        await pilot.press("y")
+        await pilot.pause()
+        assert chart.log_y and chart.drawn
+        builds = chart.builds
+        await pilot.resize_terminal(WIDE[0] - 10, WIDE[1] - 4)
+        await pilot.pause()
+        await pilot.pause()
+        app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
+        await pilot.pause()
+        assert chart.builds >= builds + 2
+        assert app.is_running and chart.drawn
+        text = chart.render()
+        # The lines are still drawn (braille dots), on the new size.
+        assert isinstance(text, Text) and any("\u2801" <= char <= "\u28ff" for char in text.plain)
 
 
 async def test_the_chart_asks_for_at_most_two_points_per_column() -> None:

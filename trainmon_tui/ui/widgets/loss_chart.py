@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
@@ -27,6 +28,7 @@ from textual_plotext import PlotextPlot
 from trainmon_tui.analysis.smoothing import ema_smooth
 from trainmon_tui.report import HEADLINE_METRICS
 from trainmon_tui.state.store import RunSnapshot, StoreSnapshot
+from trainmon_tui.ui.ansi_text import text_from_sgr
 
 #: (label, seconds; None = the whole run).
 WINDOWS: tuple[tuple[str, float | None], ...] = (("10m", 600.0), ("1h", 3600.0), ("all", None))
@@ -91,6 +93,27 @@ def metric_series(
     return Series(label, tuple(xs), tuple(ys))
 
 
+class _Line(NamedTuple):
+    """One line as plotext draws it: x in the axis's unit, y, colour, legend label (None: no entry)."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    colour: int
+    label: str | None
+
+
+class _Figure(NamedTuple):
+    """Everything the chart gives plotext for one drawing."""
+
+    lines: tuple[_Line, ...]
+    log_y: bool
+    x_limits: tuple[float, float] | None
+    # (position, label) of each x tick.
+    ticks: tuple[tuple[float, str], ...]
+    # Shown when there is nothing to draw.
+    title: str | None
+
+
 # (largest span in seconds, seconds per unit, unit suffix): the unit a time axis is labelled in.
 _TIME_UNITS: tuple[tuple[float, float, str], ...] = (
     (180.0, 1.0, "s"),
@@ -132,6 +155,8 @@ class LossChart(PlotextPlot):
         self.builds = 0
         # Bumped by show(): the plot's data changed since the text below was built.
         self._generation = 0
+        # What show() chose to draw, given to plotext afresh before each build.
+        self._figure = _Figure((), log_y=False, x_limits=None, ticks=(), title=None)
         # (size, theme, plotext theme, generation) -> the text built for them, the last one only.
         self._built: tuple[tuple[object, ...], RenderResult] | None = None
 
@@ -150,16 +175,13 @@ class LossChart(PlotextPlot):
         self.metric = choices[(position + 1) % len(choices)]
 
     def show(self, snapshot: StoreSnapshot | None, run: RunSnapshot | None) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
         self._generation += 1
         self.drawn = []
         choices = [] if run is None else chart_metrics(run)
         if self.metric not in choices:
             self.metric = choices[0] if choices else None
         if snapshot is None or run is None or self.metric is None:
-            plt.title("no metrics yet")
+            self._figure = _Figure((), log_y=False, x_limits=None, ticks=(), title="no metrics yet")
             self.border_title = "Chart"
             self.refresh()
             return
@@ -181,31 +203,76 @@ class LossChart(PlotextPlot):
                 self.drawn.append(series)
         span = max((-series.xs[0] for series in self.drawn), default=0.0)
         size, ticks, self.x_labels = time_ticks(span)
+        lines = []
         for series in self.drawn:
             smooth = series.label.endswith("(ema)")
             name = series.label.removesuffix(" (ema)")
             # Only the smoothed lines get a legend entry: four entries would cover the lines at 80 columns.
-            plt.plot(
-                [x / size for x in series.xs],
-                list(series.ys),
-                color=colours[(name, smooth)],
-                marker="braille",
-                label=series.label if smooth else None,
+            lines.append(
+                _Line(
+                    tuple(x / size for x in series.xs),
+                    series.ys,
+                    colours[(name, smooth)],
+                    series.label if smooth else None,
+                )
             )
-        plt.yscale("log" if self.log_y else "linear")
-        if self.drawn:
-            plt.xlim(-max(span, 1.0) / size, 0.0)
-            plt.xticks(ticks, self.x_labels)
+        self._figure = _Figure(
+            tuple(lines),
+            log_y=self.log_y,
+            x_limits=(-max(span, 1.0) / size, 0.0) if self.drawn else None,
+            ticks=tuple(zip(ticks, self.x_labels, strict=True)) if self.drawn else (),
+            title=None,
+        )
         scale = " · log y" if self.log_y else ""
         self.border_title = f"{metric} · {run.name} · {self.window_label}{scale}"
         self.refresh()
+
+    def _load_figure(self) -> None:
+        """Give plotext the figure :meth:`show` chose, from scratch.
+
+        Before every build, not once per :meth:`show`: plotext's build changes the data it was given (a log
+        axis takes the logarithm of it in place), so a second build of the same data - for a new size or
+        theme - failed with an IndexError or a math domain error and took the dashboard down.
+        """
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        figure = self._figure
+        if figure.title is not None:
+            plt.title(figure.title)
+        for line in figure.lines:
+            plt.plot(list(line.xs), list(line.ys), color=line.colour, marker="braille", label=line.label)
+        plt.yscale("log" if figure.log_y else "linear")
+        if figure.x_limits is not None:
+            plt.xlim(*figure.x_limits)
+        if figure.ticks:
+            plt.xticks([tick for tick, _ in figure.ticks], [label for _, label in figure.ticks])
 
     def render(self) -> RenderResult:
         """The chart as plotext draws it, built again only when the data, the size or the theme changed."""
         key = (self.size, self.app.theme, self.theme, self._generation)
         if self._built is not None and self._built[0] == key:
             return self._built[1]
-        built = super().render()
+        self._load_figure()
+        built = self._build()
         self.builds += 1
         self._built = (key, built)
         return built
+
+    def _build(self) -> RenderResult:
+        """What ``PlotextPlot.render`` gives, with plotext's text read by :func:`text_from_sgr`.
+
+        The steps are the base class's: the plot sized to the widget (both of its size calls: the second is
+        what makes a resize take), the theme that follows the app's, then plotext's text. Where a version of
+        textual-plotext lacks one of them, the base class draws the chart itself.
+        """
+        plot = self.plt
+        set_size = getattr(plot, "_set_size", None)
+        theme_name_of = getattr(self, "_get_plotext_theme_name", None)
+        if set_size is None or theme_name_of is None:
+            return super().render()
+        width, height = self.size
+        plot.plotsize(width, height)
+        set_size(width, height)
+        plot.theme(theme_name_of(self.app.theme))
+        return text_from_sgr(plot.build())
