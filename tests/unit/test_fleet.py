@@ -20,6 +20,7 @@ from trainmon_tui.transport.fleet import (
     default_plan,
     jump_chain,
     session_reason,
+    tails_per_run,
 )
 from trainmon_tui.transport.gpu_collector import GpuCollector
 from trainmon_tui.transport.local_runner import LocalRunner
@@ -27,6 +28,7 @@ from trainmon_tui.transport.log_collector import LogCollector
 from trainmon_tui.transport.nvml import NvmlGpuCollector
 from trainmon_tui.transport.proc_collector import ProcessCollector
 from trainmon_tui.transport.session import (
+    DEFAULT_MAX_CHANNELS,
     ConnectParams,
     DownReason,
     HostSession,
@@ -404,3 +406,33 @@ def test_default_plan_builds_the_right_collectors_for_each_host() -> None:
     local = default_plan(context("here", LocalRunner("here")))
     assert [spec.name for spec in local] == ["gpu", "processes", "log llama"]
     assert isinstance(local[0].make(), NvmlGpuCollector)
+
+
+def test_tails_per_run_leave_a_channel_for_short_commands() -> None:
+    # dmon and the ps loop hold two of the host's 8 channels; one stays free for compute apps, grep, listings.
+    assert [tails_per_run(runs) for runs in range(1, 8)] == [2, 2, 1, 1, 1, 1, 1]
+    for runs in range(1, 6):
+        assert 2 + runs * tails_per_run(runs) <= DEFAULT_MAX_CHANNELS - 1
+    assert tails_per_run(0) == 2 and tails_per_run(3, max_channels=12) == 2
+
+
+def test_default_plan_shares_the_hosts_channels_among_its_runs() -> None:
+    runs = "\n".join(f"  - {{name: trial-{n}, hosts: [box], logs: ['/runs/{n}/*.log']}}" for n in range(3))
+    cfg = parse_config(f"hosts:\n  - {{name: box, address: 10.0.0.5}}\nruns:\n{runs}\n", "hosts.yaml")
+    box = cfg.host_named("box")
+    assert box is not None
+    session = HostSession(connect_params(cfg, box))
+    plan = default_plan(
+        HostPlanContext(
+            host=box,
+            runner=SshRunner(session, "box"),
+            store=Store(),
+            runs=cfg.runs_on("box"),
+            claims={run.name: object() for run in cfg.runs},  # type: ignore[misc]
+            clock=lambda: 0.0,
+        )
+    )
+    logs = [spec.make() for spec in plan if spec.name.startswith("log ")]
+    assert len(logs) == 3 and all(isinstance(collector, LogCollector) for collector in logs)
+    # Three runs of two tails each would hold every channel with dmon and the ps loop (2 + 6 = 8).
+    assert [collector.max_streams for collector in logs if isinstance(collector, LogCollector)] == [1, 1, 1]

@@ -27,11 +27,12 @@ from trainmon_tui.sanitize import clean_remote_text
 from trainmon_tui.state.store import HostState, Store
 from trainmon_tui.transport.gpu_collector import GpuCollector
 from trainmon_tui.transport.local_runner import LocalRunner
-from trainmon_tui.transport.log_collector import FileClaims, LogCollector
+from trainmon_tui.transport.log_collector import DEFAULT_MAX_STREAMS, FileClaims, LogCollector
 from trainmon_tui.transport.nvml import NvmlGpuCollector
 from trainmon_tui.transport.proc_collector import ProcessCollector
 from trainmon_tui.transport.runner import CommandRunner
 from trainmon_tui.transport.session import (
+    DEFAULT_MAX_CHANNELS,
     ConnectParams,
     HostSession,
     SessionState,
@@ -86,6 +87,24 @@ class HostPlanContext:
 CollectorPlan = Callable[[HostPlanContext], Sequence[CollectorSpec]]
 
 
+# Channels of a host's connection held for as long as collecting goes on: dmon and the process listing loop.
+_HELD_CHANNELS = 2
+# Left for short commands (compute apps, the rank environment grep, the log file listing, --query-gpu): with
+# every channel held by a long-running command they would wait for one to end, which a tail never does.
+_SHORT_COMMAND_CHANNELS = 1
+
+
+def tails_per_run(runs_with_logs: int, max_channels: int = DEFAULT_MAX_CHANNELS) -> int:
+    """``tail`` processes each run's log collector may hold on one host that ``runs_with_logs`` runs share.
+
+    Up to :data:`~trainmon_tui.transport.log_collector.DEFAULT_MAX_STREAMS` each, as long as the host's
+    channels leave room for short commands; never fewer than one (a run's files then share a ``tail``). Only
+    six or more runs with logs on one host take the last channel.
+    """
+    room = max_channels - _HELD_CHANNELS - _SHORT_COMMAND_CHANNELS
+    return max(1, min(DEFAULT_MAX_STREAMS, room // max(runs_with_logs, 1)))
+
+
 def default_plan(context: HostPlanContext) -> list[CollectorSpec]:
     """GPU samples (NVML on this machine, nvidia-smi over SSH), processes, and one log collector per run."""
     host, runner, store, clock = context.host, context.runner, context.store, context.clock
@@ -97,19 +116,26 @@ def default_plan(context: HostPlanContext) -> list[CollectorSpec]:
         specs.append(CollectorSpec("gpu", lambda: GpuCollector(runner, store, name, clock=clock)))
     runs = context.runs
     specs.append(CollectorSpec("processes", lambda: ProcessCollector(runner, store, name, runs, clock=clock)))
-    for run in runs:
-        if run.logs:
-            specs.append(CollectorSpec(f"log {run.name}", _log_collector_maker(context, run)))
+    with_logs = [run for run in runs if run.logs]
+    tails = tails_per_run(len(with_logs))
+    for run in with_logs:
+        specs.append(CollectorSpec(f"log {run.name}", _log_collector_maker(context, run, tails)))
     return specs
 
 
-def _log_collector_maker(context: HostPlanContext, run: RunConfig) -> Callable[[], Collector]:
+def _log_collector_maker(context: HostPlanContext, run: RunConfig, tails: int) -> Callable[[], Collector]:
     # A function of its own so each maker holds its own run (a lambda in the loop would see the last one).
     claims = context.claims[run.name]
 
     def make() -> LogCollector:
         return LogCollector(
-            context.runner, context.store, context.host.name, run, clock=context.clock, claims=claims
+            context.runner,
+            context.store,
+            context.host.name,
+            run,
+            clock=context.clock,
+            claims=claims,
+            max_streams=tails,
         )
 
     return make

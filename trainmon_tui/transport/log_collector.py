@@ -492,6 +492,11 @@ class LogCollector:
         self._wake = asyncio.Event()
 
     @property
+    def max_streams(self) -> int:
+        """``tail`` processes this collector holds at most (each a channel of the host's connection)."""
+        return self._max_streams
+
+    @property
     def following(self) -> tuple[str, ...]:
         """The files this collector reads now, in listing order."""
         return tuple(self._files)
