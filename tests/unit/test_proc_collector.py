@@ -135,12 +135,39 @@ class FakeLoop:
         return item
 
 
+class BufferedFakeLoop(FakeLoop):
+    """A :class:`FakeLoop` that also hands over every queued line at once, as the real streams do
+    (``BufferedLineStream``): the collector then cuts listings out of whole batches."""
+
+    def take_lines(self) -> list[str]:
+        taken: list[str] = []
+        # Up to the loop's end, which only __anext__ reports (as the real streams: it comes after the lines).
+        while not self._lines.empty():
+            queued = self._lines._queue  # type: ignore[attr-defined]
+            if isinstance(queued[0], tuple):
+                break
+            taken.append(self._lines.get_nowait())  # type: ignore[arg-type]
+        return taken
+
+
+@pytest.fixture(autouse=True, params=["line by line", "in batches"])
+def loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against both kinds of stream: one that gives lines one by one, one that also gives
+    whatever it holds at once."""
+    kind = str(request.param)
+    monkeypatch.setattr(
+        ScriptedRunner, "loop_class", FakeLoop if kind == "line by line" else BufferedFakeLoop
+    )
+    return kind
+
+
 class ScriptedRunner:
     """Plays the listing loop as :class:`FakeLoop` streams and answers nvidia-smi and grep from their own
     queues (the last reply repeats)."""
 
     name = HOST
     is_local = False
+    loop_class: type[FakeLoop] = FakeLoop
 
     def __init__(self) -> None:
         self.replies: dict[str, deque[Reply | Callable[[Sequence[str]], Reply]]] = {}
@@ -167,7 +194,7 @@ class ScriptedRunner:
     async def _open(self) -> AsyncIterator[LineStream]:
         if self.open_errors:
             raise self.open_errors.popleft()
-        loop = FakeLoop()
+        loop = self.loop_class()
         self.loops.append(loop)
         try:
             yield loop

@@ -225,6 +225,12 @@ class LocalStream:
                 self._lines.extend(self._splitter.flush())
         return self._lines.popleft()
 
+    def take_lines(self) -> list[str]:
+        """Every line read from the process and not yet given out, at once (``BufferedLineStream``)."""
+        lines = list(self._lines)
+        self._lines.clear()
+        return lines
+
     async def _finish(self) -> None:
         process = self._process
         if process is None or self.exit_status is not None:

@@ -91,7 +91,7 @@ from trainmon_tui.parsers.smi_status import classify_smi_failure
 from trainmon_tui.sanitize import clean_remote_text
 from trainmon_tui.state.store import Store
 from trainmon_tui.transport.remote import WRAPPER_NAME
-from trainmon_tui.transport.runner import CommandRunner, LineStream
+from trainmon_tui.transport.runner import BufferedLineStream, CommandRunner, LineStream
 from trainmon_tui.transport.session import TransportError
 from trainmon_tui.transport.streams import (
     DEFAULT_MAX_OUTPUT_BYTES,
@@ -422,6 +422,9 @@ class ProcessCollector:
         loop = asyncio.get_running_loop()
         patience = self._interval_s + self._command_timeout_s
         end, max_lines, max_chars = LISTING_END, MAX_LISTING_LINES, MAX_LISTING_CHARS
+        # A real host lists hundreds of processes (kernel threads too) every few seconds: the lines already
+        # received are taken as one list and cut at the markers, not passed one by one through `async for`.
+        take_lines = stream.take_lines if isinstance(stream, BufferedLineStream) else None
         lines: list[str] = []
         chars = 0
         too_large = False
@@ -429,28 +432,37 @@ class ProcessCollector:
         try:
             async with deadline:
                 async for line in stream:
-                    if line != end:
-                        # Every listed process goes through here: nothing but C-level operations.
+                    batch = [line]
+                    if take_lines is not None:
+                        batch += take_lines()
+                    start = 0
+                    while True:
+                        try:
+                            at = batch.index(end, start)
+                        except ValueError:
+                            at = -1
+                        piece = batch[start:] if at < 0 else batch[start:at]
+                        if piece and not too_large:
+                            chars += sum(map(len, piece))
+                            if chars <= max_chars and len(lines) + len(piece) <= max_lines:
+                                lines += piece
+                            else:
+                                too_large = True
+                                lines = []
+                        if at < 0:
+                            break
+                        start = at + 1
+                        deadline.reschedule(None)
                         if too_large:
-                            continue
-                        chars += len(line)
-                        if chars <= max_chars and len(lines) < max_lines:
-                            lines.append(line)
+                            self._report(
+                                PS_STEP, f"listing over {max_lines} lines or {max_chars} characters: not read"
+                            )
                         else:
-                            too_large = True
-                            lines = []
-                        continue
-                    deadline.reschedule(None)
-                    if too_large:
-                        self._report(
-                            PS_STEP, f"listing over {max_lines} lines or {max_chars} characters: not read"
-                        )
-                    else:
-                        await self._take_listing("\n".join(lines))
-                    lines, chars, too_large = [], 0, False
-                    # The grep and nvidia-smi go through the transport's waits too.
-                    _raise_lost_cancellation(task)
-                    deadline.reschedule(loop.time() + patience)
+                            await self._take_listing("\n".join(lines))
+                        lines, chars, too_large = [], 0, False
+                        # The grep and nvidia-smi go through the transport's waits too.
+                        _raise_lost_cancellation(task)
+                        deadline.reschedule(loop.time() + patience)
         except TimeoutError:
             if not deadline.expired():
                 raise

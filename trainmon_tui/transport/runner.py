@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from trainmon_tui.transport.streams import CommandResult
 
@@ -25,6 +25,19 @@ class LineStream(Protocol):
 
     @property
     def stderr_tail(self) -> str: ...
+
+
+@runtime_checkable
+class BufferedLineStream(LineStream, Protocol):
+    """A line stream that can also hand over, at once, every line it has received and not yet given out.
+
+    For readers of long outputs (a ps listing of hundreds of lines every few seconds): taking a packet's
+    lines as one list costs one call, where ``async for`` costs a call per line.
+    """
+
+    def take_lines(self) -> list[str]:
+        """The lines received and not yet read, oldest first (maybe none); they count as read."""
+        ...
 
 
 class CommandRunner(Protocol):

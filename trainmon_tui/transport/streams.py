@@ -103,33 +103,60 @@ class LineSplitter:
             and not self._skipping
             and len(data) <= self.max_line_bytes
         ):
-            # The common chunk - whole lines, none of them too long - decoded in one go: a newline is never
-            # part of a UTF-8 sequence, so this gives what decoding line by line would.
-            lines = data.decode("utf-8", errors="replace").split("\n")
-            del lines[-1]
-            if b"\r" in data:
-                lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-            return lines
-        lines = []
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
+            # The common chunk - whole lines, none of them too long - decoded in one go.
+            return self._whole_lines(data)
+        lines: list[str] = []
+        first = data.find(b"\n")
+        if first >= 0:
+            # The line the last chunk left unfinished ends here.
             if self._skipping:
                 self._skipping = False
             else:
-                self._pending += data[start:end]
+                self._pending += data[:first]
                 if self._pending.endswith(b"\r"):
                     del self._pending[-1]
                 lines.append(self._finish(self._pending))
                 self._pending = bytearray()
-            start = end + 1
+            last = data.rfind(b"\n")
+            if last > first:
+                # The whole lines after it. A block no longer than the cap holds no line over it, so it is
+                # decoded in one go: a command that writes in 4 KB blocks (ps) cuts lines at every block.
+                middle = data[first + 1 : last + 1]
+                if len(middle) <= self.max_line_bytes:
+                    lines += self._whole_lines(middle)
+                else:
+                    lines += self._line_by_line(middle)
+            data = data[last + 1 :]
         if not self._skipping:
-            self._pending += data[start:]
+            self._pending += data
             if len(self._pending) > self.max_line_bytes:
                 del self._pending[: _last_redraw_start(self._pending)]
                 if len(self._pending) > self.max_line_bytes:
                     lines.append(self._finish(self._pending))
                     self._pending = bytearray()
                     self._skipping = True
+        return lines
+
+    @staticmethod
+    def _whole_lines(data: bytes) -> list[str]:
+        """Lines of ``data``, which ends with a newline and holds no line over the cap: a newline is never
+        part of a UTF-8 sequence, so decoding it whole gives what decoding each line would."""
+        lines = data.decode("utf-8", errors="replace").split("\n")
+        del lines[-1]
+        if b"\r" in data:
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+        return lines
+
+    def _line_by_line(self, data: bytes) -> list[str]:
+        """Lines of ``data`` (whole lines, nothing pending before them), each cut to the cap on its own."""
+        lines: list[str] = []
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            line = data[start:end]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            lines.append(self._finish(line))
+            start = end + 1
         return lines
 
     def flush(self) -> list[str]:
@@ -409,6 +436,12 @@ class RemoteStream:
             # Lines of a packet already split: no checks, no await (this runs once per line).
             return self._lines.popleft()
         return await self._next_line()
+
+    def take_lines(self) -> list[str]:
+        """Every line received and not yet read, at once (``BufferedLineStream``)."""
+        lines = list(self._lines)
+        self._lines.clear()
+        return lines
 
     async def _next_line(self) -> str:
         output = self._output
