@@ -326,7 +326,9 @@ async def test_an_inventory_refresh_reaches_the_rows_after_it() -> None:
         nonlocal queries
         queries += 1
         answer = blackwell_query_answer(argv)
-        if queries > 1:
+        # Lowered once GPU 0's dmon rows flow: on a loaded machine the next inventory query (0.1 s) can come
+        # before the first row, and the test is about rows before and after the change.
+        if queries > 1 and any(sample.gpu == 0 for sample in store.applied[4:]):
             answer = answer.replace("300.00", "250.00", 1)
         return CommandResult(0, answer, "")
 
