@@ -288,6 +288,31 @@ def test_splitter_reads_whole_line_chunks_as_it_reads_them_byte_by_byte(lines: l
     assert len(expected) == len(lines)
 
 
+@given(
+    st.lists(st.binary(max_size=20).map(lambda line: line.replace(b"\n", b"")), max_size=20),
+    st.lists(st.integers(min_value=0, max_value=500)),
+)
+def test_splitter_reads_chunks_cut_anywhere_as_it_reads_them_byte_by_byte(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    # Chunks that end mid-line (ps writes 4 KB blocks): the line left pending, the whole lines after it
+    # decoded in one go and the unfinished rest must give what reading a byte at a time gives.
+    data = b"".join(line + b"\n" for line in lines)
+    chunked = LineSplitter(max_line_bytes=1000)
+    bytewise = LineSplitter(max_line_bytes=1000)
+    expected = [line for index in range(len(data)) for line in bytewise.feed(data[index : index + 1])]
+    got = [line for start, end in _chunks(len(data), cuts) for line in chunked.feed(data[start:end])]
+    assert got == expected and chunked.flush() == bytewise.flush() == []
+
+
+def test_splitter_cuts_each_long_line_of_a_chunk_on_its_own() -> None:
+    # A chunk ending mid-line whose whole lines are together longer than the cap: each is cut by itself.
+    splitter = LineSplitter(max_line_bytes=8)
+    assert splitter.feed(b"ab\n0123456789\nshort\r\n0123") == ["ab", "01234567", "short"]
+    assert splitter.feed(b"4567890\n") == ["01234567"]
+    assert splitter.truncated_lines == 2
+
+
 def _chunks(length: int, cuts: list[int]) -> list[tuple[int, int]]:
     points = sorted({0, length, *(cut for cut in cuts if cut < length)})
     return list(itertools.pairwise(points))

@@ -114,6 +114,10 @@ class _Figure(NamedTuple):
     title: str | None
 
 
+_NOTHING_DRAWN = _Figure((), log_y=False, x_limits=None, ticks=(), title=None)
+_NO_METRICS = _NOTHING_DRAWN._replace(title="no metrics yet")
+
+
 # (largest span in seconds, seconds per unit, unit suffix): the unit a time axis is labelled in.
 _TIME_UNITS: tuple[tuple[float, float, str], ...] = (
     (180.0, 1.0, "s"),
@@ -156,7 +160,7 @@ class LossChart(PlotextPlot):
         # Bumped by show(): the plot's data changed since the text below was built.
         self._generation = 0
         # What show() chose to draw, given to plotext afresh before each build.
-        self._figure = _Figure((), log_y=False, x_limits=None, ticks=(), title=None)
+        self._figure = _NOTHING_DRAWN
         # (size, theme, plotext theme, generation) -> the text built for them, the last one only.
         self._built: tuple[tuple[object, ...], RenderResult] | None = None
 
@@ -181,7 +185,7 @@ class LossChart(PlotextPlot):
         if self.metric not in choices:
             self.metric = choices[0] if choices else None
         if snapshot is None or run is None or self.metric is None:
-            self._figure = _Figure((), log_y=False, x_limits=None, ticks=(), title="no metrics yet")
+            self._figure = _NO_METRICS
             self.border_title = "Chart"
             self.refresh()
             return
