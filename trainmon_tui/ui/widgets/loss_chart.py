@@ -10,10 +10,11 @@ minutes, hours or days: :func:`time_ticks`), with round ticks labelled ``30s ago
 non-finite values are left out of the lines (plotext cannot draw them), and on a log axis so are values
 <= 0.
 
-Drawing costs: plotext builds the whole canvas as ANSI text and Rich parses it back, tens of milliseconds for
-a 100x34 chart. So a line gets at most two points per column (a braille cell is two dots wide: more points
-only overlap), and the drawn text is kept until :meth:`LossChart.show` gives new data or the size or theme
-changes, so a layout pass or a repaint around the chart does not build it again.
+Drawing costs: plotext builds the whole canvas as ANSI text, tens of milliseconds for a 100x34 chart. So a
+line gets at most two points per column (a braille cell is two dots wide: more points only overlap), and the
+built text is kept until :meth:`LossChart.show` gives new data or the size or theme changes, so a layout pass
+or a repaint around the chart does not build it again. The widget draws its lines from that text itself
+(:meth:`LossChart.render_line`): handing Textual a Rich ``Text`` to cut into lines cost as much again.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from rich.segment import Segment
+from rich.style import Style
 from textual.app import RenderResult
+from textual.strip import Strip
+from textual.style import Style as VisualStyle
 from textual_plotext import PlotextPlot
 
 from trainmon_tui.analysis.smoothing import ema_smooth
 from trainmon_tui.report import HEADLINE_METRICS
 from trainmon_tui.state.store import RunSnapshot, StoreSnapshot
-from trainmon_tui.ui.ansi_text import text_from_sgr
+from trainmon_tui.ui.ansi_text import StyledRuns, sgr_lines, text_from_sgr
 
 #: (label, seconds; None = the whole run).
 WINDOWS: tuple[tuple[str, float | None], ...] = (("10m", 600.0), ("1h", 3600.0), ("all", None))
@@ -161,8 +166,12 @@ class LossChart(PlotextPlot):
         self._generation = 0
         # What show() chose to draw, given to plotext afresh before each build.
         self._figure = _NOTHING_DRAWN
-        # (size, theme, plotext theme, generation) -> the text built for them, the last one only.
-        self._built: tuple[tuple[object, ...], RenderResult] | None = None
+        # (size, theme, plotext theme, generation) -> plotext's text built for them, the last one only.
+        self._built: tuple[tuple[object, ...], str | None] | None = None
+        # The same key -> that text read into a Rich Text (render()).
+        self._text: tuple[tuple[object, ...], RenderResult] | None = None
+        # (key, width, widget style) -> the lines drawn from that text (render_line()).
+        self._strips: tuple[tuple[object, ...], list[Strip]] | None = None
 
     @property
     def window_label(self) -> str:
@@ -254,7 +263,46 @@ class LossChart(PlotextPlot):
 
     def render(self) -> RenderResult:
         """The chart as plotext draws it, built again only when the data, the size or the theme changed."""
-        key = (self.size, self.app.theme, self.theme, self._generation)
+        key = self._key()
+        if self._text is not None and self._text[0] == key:
+            return self._text[1]
+        terminal_text = self._terminal_text(key)
+        text = super().render() if terminal_text is None else text_from_sgr(terminal_text)
+        self._text = (key, text)
+        return text
+
+    def render_line(self, y: int) -> Strip:
+        """Line ``y`` of the chart, made straight from plotext's text (Textual's line API).
+
+        Textual would otherwise turn the chart's ``Text`` into its own content and cut that into lines: as
+        much work again as plotext's build. Where the text holds more than SGR codes, or textual-plotext
+        lacks what :meth:`_terminal_text` needs, the ``Text`` is drawn the usual way.
+        """
+        key = self._key()
+        width = self.size.width
+        base_style = self.rich_style
+        drawn = self._strips
+        if drawn is None or drawn[0] != (key, width, base_style):
+            terminal_text = self._terminal_text(key)
+            lines = None if terminal_text is None else sgr_lines(terminal_text)
+            if lines is None:
+                self._strips = None
+                return super().render_line(y)
+            drawn = self._strips = ((key, width, base_style), _strips_of(lines, width, base_style))
+        strips = drawn[1]
+        return strips[y] if 0 <= y < len(strips) else Strip.blank(width, base_style)
+
+    def notify_style_update(self) -> None:
+        # A theme or CSS change: the widget's style is baked into the kept lines.
+        self._strips = None
+        super().notify_style_update()
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.size, self.app.theme, self.theme, self._generation)
+
+    def _terminal_text(self, key: tuple[object, ...]) -> str | None:
+        """Plotext's coloured text of the chart for ``key`` (built once per key); None where this version of
+        textual-plotext lacks a step :meth:`_build` needs (the base class then draws the chart itself)."""
         if self._built is not None and self._built[0] == key:
             return self._built[1]
         self._load_figure()
@@ -263,20 +311,36 @@ class LossChart(PlotextPlot):
         self._built = (key, built)
         return built
 
-    def _build(self) -> RenderResult:
-        """What ``PlotextPlot.render`` gives, with plotext's text read by :func:`text_from_sgr`.
+    def _build(self) -> str | None:
+        """Plotext's text of the chart, made with the steps of ``PlotextPlot.render``.
 
         The steps are the base class's: the plot sized to the widget (both of its size calls: the second is
         what makes a resize take), the theme that follows the app's, then plotext's text. Where a version of
-        textual-plotext lacks one of them, the base class draws the chart itself.
+        textual-plotext lacks one of them, None.
         """
         plot = self.plt
         set_size = getattr(plot, "_set_size", None)
         theme_name_of = getattr(self, "_get_plotext_theme_name", None)
         if set_size is None or theme_name_of is None:
-            return super().render()
+            return None
         width, height = self.size
         plot.plotsize(width, height)
         set_size(width, height)
         plot.theme(theme_name_of(self.app.theme))
-        return text_from_sgr(plot.build())
+        return plot.build()
+
+
+def _strips_of(lines: list[StyledRuns], width: int, base_style: Style) -> list[Strip]:
+    """One strip per line, cut or padded to ``width``, styled as Textual draws a ``Text``: each run's colours
+    read as Textual reads a Rich style (a 256-colour index becomes its RGB), the widget's style under it."""
+    combined: dict[Style, Style] = {}
+    strips = []
+    for runs in lines:
+        segments = []
+        for text, style in runs:
+            under = combined.get(style)
+            if under is None:
+                under = combined[style] = base_style + VisualStyle.from_rich_style(style).rich_style
+            segments.append(Segment(text, under))
+        strips.append(Strip(segments).adjust_cell_length(width, base_style))
+    return strips
