@@ -8,7 +8,11 @@ taken); they never time it (timings live in benchmarks/bench_dashboard.py).
 
 from __future__ import annotations
 
+import pytest
+from rich.style import Style
 from rich.text import Text
+from textual.dom import DOMNode
+from textual.geometry import Region
 
 from tests.ui import scenario as sc
 from trainmon_tui.analysis.alerts import Alert
@@ -261,3 +265,41 @@ async def test_kept_row_styles_follow_a_change_of_theme() -> None:
         await pilot.pause()
         light = fleet.component_style("fleet-view--host")
         assert light != dark and light == fleet.get_component_rich_style("fleet-view--host")
+
+
+async def test_a_drawing_pass_reads_each_widgets_style_once_and_lines_follow_a_change_of_theme(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Textual works out a widget's style from all its ancestors on every read; a pass over tens of lines
+    # must not (ui/widgets/pass_style.py).
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        fleet = _fleet(app)
+        height = fleet.size.height
+        reads: list[object] = []
+        original = DOMNode.rich_style
+
+        def counted(node: DOMNode) -> Style:
+            reads.append(node)
+            return original.__get__(node)
+
+        monkeypatch.setattr(DOMNode, "rich_style", property(counted))
+        fleet.refresh()
+        lines = fleet.render_lines(Region(0, 0, fleet.size.width, height))
+        assert len(lines) == height and reads.count(fleet) == 1
+        monkeypatch.undo()
+        dark_background = fleet.rich_style.bgcolor
+        backgrounds = {segment.style.bgcolor for segment in lines[0] if segment.style is not None}
+        assert backgrounds == {dark_background}
+        # A new theme: the next pass draws on the new background.
+        app.theme = "textual-light"
+        await pilot.pause()
+        light_background = fleet.rich_style.bgcolor
+        assert light_background != dark_background
+        fleet.refresh()
+        lines = fleet.render_lines(Region(0, 0, fleet.size.width, height))
+        assert {segment.style.bgcolor for segment in lines[0] if segment.style is not None} == {
+            light_background
+        }

@@ -33,6 +33,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from trainmon_tui.state.logbook import LogFileView, MergedLines
+from trainmon_tui.ui.widgets.pass_style import PassStyle
 
 #: (host, path, line number): names a line across snapshots.
 RowKey = tuple[str, str, int]
@@ -186,7 +187,7 @@ class EventsDocument:
         return self._index.get(key)
 
 
-class LogLines(ScrollView, can_focus=True):
+class LogLines(PassStyle, ScrollView, can_focus=True):
     """A scrolling view of a :class:`LogDocument`; see the module docstring."""
 
     DEFAULT_CSS = """
@@ -536,7 +537,7 @@ class LogLines(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
-        style = self.rich_style
+        style = self.line_style
         document = self._document
         screen_row = scroll_y + y
         if document is None:

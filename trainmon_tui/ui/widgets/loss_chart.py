@@ -34,6 +34,7 @@ from trainmon_tui.analysis.smoothing import ema_smooth
 from trainmon_tui.report import HEADLINE_METRICS
 from trainmon_tui.state.store import RunSnapshot, StoreSnapshot
 from trainmon_tui.ui.ansi_text import StyledRuns, sgr_lines, text_from_sgr
+from trainmon_tui.ui.widgets.pass_style import PassStyle
 
 #: (label, seconds; None = the whole run).
 WINDOWS: tuple[tuple[str, float | None], ...] = (("10m", 600.0), ("1h", 3600.0), ("all", None))
@@ -149,7 +150,7 @@ def time_ticks(span_s: float, count: int = 5) -> tuple[float, list[float], list[
     return size, ticks, labels
 
 
-class LossChart(PlotextPlot):
+class LossChart(PassStyle, PlotextPlot):
     """The chart widget; :meth:`show` redraws it from a snapshot and the current options."""
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None):
@@ -280,7 +281,7 @@ class LossChart(PlotextPlot):
         """
         key = self._key()
         width = self.size.width
-        base_style = self.rich_style
+        base_style = self.line_style
         drawn = self._strips
         if drawn is None or drawn[0] != (key, width, base_style):
             terminal_text = self._terminal_text(key)

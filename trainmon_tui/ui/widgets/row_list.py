@@ -28,6 +28,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from trainmon_tui.ui.widgets.pass_style import PassStyle
+
 
 class _DrawnRow(NamedTuple):
     """A row as it was last drawn: the text :meth:`RowList.render_row` gave, and the line made from it."""
@@ -44,7 +46,7 @@ class _DrawnRow(NamedTuple):
 _DRAWN_ROWS_PER_LINE = 3
 
 
-class RowList(ScrollView, can_focus=True):
+class RowList(PassStyle, ScrollView, can_focus=True):
     """Rows identified by hashable keys; subclasses implement :meth:`render_row`."""
 
     DEFAULT_CSS = """
@@ -176,7 +178,7 @@ class RowList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         index = self.scroll_offset.y + y
-        base_style = self.rich_style
+        base_style = self.line_style
         if index >= len(self._keys):
             return Strip.blank(width, base_style)
         key = self._keys[index]
