@@ -82,10 +82,10 @@ class AlertsView(RowList):
             alert,
             self.snapshot.now,
             self.clock,
-            style=self.get_component_rich_style(
+            style=self.component_style(
                 "alerts-view--resolved" if not alert.active else f"alerts-view--{alert.severity.value}"
             ),
-            dim=self.get_component_rich_style("alerts-view--dim"),
+            dim=self.component_style("alerts-view--dim"),
         )
 
 

@@ -281,7 +281,7 @@ class RunsView(RowList):
     # ----------------------------------------------------------------------------------------- drawing
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"runs-view--{name}")
+        return self.component_style(f"runs-view--{name}")
 
     def render_row(self, key: Hashable, width: int) -> Text:
         assert isinstance(key, tuple)
