@@ -3,6 +3,7 @@ its lines from them exactly as Textual draws the chart's Text."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -148,3 +149,24 @@ async def test_the_chart_draws_what_textual_plotext_would_as_textual_would_draw_
         chart.notify_style_update()
         chart.render_line(0)
         assert chart.builds == builds
+
+
+async def test_a_chart_text_with_other_escapes_is_drawn_the_usual_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        chart = screen.chart
+        # A carriage return and an OSC sequence: only Rich's general decoder reads these.
+        monkeypatch.setattr(chart, "_build", lambda: "\x1b[1mbold\x1b[0m\r\nnext \x1b]0;title\x07line")
+        chart._generation += 1
+        builds = chart.builds
+        ours = [_cells(chart.render_line(y)) for y in range(3)]
+        textual = [_cells(Widget.render_line(chart, y)) for y in range(3)]
+        assert ours == textual
+        assert "".join(char for char, _ in ours[1]).startswith("next ")
+        assert chart.builds == builds + 1

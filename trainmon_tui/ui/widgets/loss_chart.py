@@ -171,8 +171,9 @@ class LossChart(PassStyle, PlotextPlot):
         self._built: tuple[tuple[object, ...], str | None] | None = None
         # The same key -> that text read into a Rich Text (render()).
         self._text: tuple[tuple[object, ...], RenderResult] | None = None
-        # (key, width, widget style) -> the lines drawn from that text (render_line()).
-        self._strips: tuple[tuple[object, ...], list[Strip]] | None = None
+        # (key, width, widget style) -> the lines drawn from that text (render_line()); None where the text
+        # is drawn the usual way.
+        self._strips: tuple[tuple[object, ...], list[Strip] | None] | None = None
 
     @property
     def window_label(self) -> str:
@@ -286,11 +287,11 @@ class LossChart(PassStyle, PlotextPlot):
         if drawn is None or drawn[0] != (key, width, base_style):
             terminal_text = self._terminal_text(key)
             lines = None if terminal_text is None else sgr_lines(terminal_text)
-            if lines is None:
-                self._strips = None
-                return super().render_line(y)
-            drawn = self._strips = ((key, width, base_style), _strips_of(lines, width, base_style))
+            strips = None if lines is None else _strips_of(lines, width, base_style)
+            drawn = self._strips = ((key, width, base_style), strips)
         strips = drawn[1]
+        if strips is None:
+            return super().render_line(y)
         return strips[y] if 0 <= y < len(strips) else Strip.blank(width, base_style)
 
     def notify_style_update(self) -> None:
