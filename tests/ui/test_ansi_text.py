@@ -3,12 +3,16 @@ its lines from them exactly as Textual draws the chart's Text."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from rich.style import Style
 from rich.text import Text
+from textual.pilot import Pilot
 from textual.strip import Strip
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
@@ -17,6 +21,7 @@ from tests.ui import scenario as sc
 from tests.ui.test_repaint import _app
 from trainmon_tui.ui.ansi_text import sgr_lines, text_from_sgr
 from trainmon_tui.ui.screens.dashboard import DashboardScreen
+from trainmon_tui.ui.widgets.loss_chart import LossChart
 
 # Codes plotext prints (truecolor and 256-colour fore/background, reset) and others Rich knows.
 _CODES = st.sampled_from(
@@ -115,14 +120,19 @@ def _cells(strip: Strip) -> list[tuple[str, Style | None]]:
     ]
 
 
-async def test_the_chart_draws_what_textual_plotext_would_as_textual_would_draw_it() -> None:
-    scenario = sc.build_scenario()
-    app = _app(scenario)
+@asynccontextmanager
+async def _dashboard_chart() -> AsyncIterator[tuple[Pilot[int], LossChart]]:
+    """The scenario's dashboard at 160x48, running, and its chart."""
+    app = _app(sc.build_scenario())
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, DashboardScreen)
-        chart = screen.chart
+        yield pilot, screen.chart
+
+
+async def test_the_chart_draws_what_textual_plotext_would_as_textual_would_draw_it() -> None:
+    async with _dashboard_chart() as (pilot, chart):
         # As first drawn, then another window, a log y axis, another metric.
         for keys in ((), ("w",), ("y",), ("n",)):
             await pilot.press(*keys)
@@ -154,13 +164,7 @@ async def test_the_chart_draws_what_textual_plotext_would_as_textual_would_draw_
 async def test_a_chart_text_with_other_escapes_is_drawn_the_usual_way(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    scenario = sc.build_scenario()
-    app = _app(scenario)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, DashboardScreen)
-        chart = screen.chart
+    async with _dashboard_chart() as (_, chart):
         # A carriage return and an OSC sequence: only Rich's general decoder reads these.
         monkeypatch.setattr(chart, "_build", lambda: "\x1b[1mbold\x1b[0m\r\nnext \x1b]0;title\x07line")
         chart._generation += 1
