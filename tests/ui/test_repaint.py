@@ -283,7 +283,8 @@ async def test_a_drawing_pass_reads_each_widgets_style_once_and_lines_follow_a_c
 
         def counted(node: DOMNode) -> Style:
             reads.append(node)
-            return original.__get__(node)
+            style: Style = original.__get__(node)
+            return style
 
         monkeypatch.setattr(DOMNode, "rich_style", property(counted))
         fleet.refresh()
