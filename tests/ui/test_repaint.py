@@ -9,6 +9,11 @@ taken); they never time it (timings live in benchmarks/bench_dashboard.py).
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.cells import cell_len
+from rich.console import Console
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.dom import DOMNode
@@ -22,6 +27,7 @@ from trainmon_tui.ui.app import DEFAULT_REFRESH_HZ, MAX_REFRESH_HZ, TrainmonApp
 from trainmon_tui.ui.screens.dashboard import ALERTS_EVERY_S, CHART_EVERY_S, DashboardScreen
 from trainmon_tui.ui.widgets.fleet_view import AUTO_COLLAPSE_ROWS, FleetView
 from trainmon_tui.ui.widgets.loss_chart import metric_series
+from trainmon_tui.ui.widgets.row_list import appended_row_strip
 
 WIDE = (160, 48)
 
@@ -304,3 +310,68 @@ async def test_a_drawing_pass_reads_each_widgets_style_once_and_lines_follow_a_c
         assert {segment.style.bgcolor for segment in lines[0] if segment.style is not None} == {
             light_background
         }
+
+
+# ----------------------------------------------------------------------------- the lines of appended rows
+
+_PIECE_STYLES = [Style(color="red"), Style(bold=True, bgcolor="blue"), Style(dim=True), Style.null()]
+
+
+@st.composite
+def _appended_rows(draw: st.DrawFn) -> Text:
+    """A row built the way the panels build theirs: pieces appended with a style or none."""
+    text = Text(no_wrap=True)
+    for piece in draw(st.lists(st.text(alphabet="ab ·▁█▸…界\x07", max_size=6), max_size=8)):
+        text.append(piece, draw(st.sampled_from([None, *_PIECE_STYLES])))
+    if draw(st.booleans()):
+        # Rows the shortcut must leave to the general way: an overlapping style, a style over the whole row.
+        if draw(st.booleans()):
+            text.stylize(Style(italic=True), 0, draw(st.integers(0, 12)))
+        else:
+            text.style = Style(underline=True)
+    return text
+
+
+_BASE_STYLES = [Style(), Style(bgcolor="#102030", color="white")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_appended_rows(), st.integers(0, 50), st.sampled_from(_BASE_STYLES))
+def test_an_appended_rows_line_is_the_line_rich_would_make(text: Text, width: int, base: Style) -> None:
+    strip = appended_row_strip(text, width, base)
+    shown = text.copy()
+    shown.truncate(width, overflow="ellipsis", pad=True)
+    general = list(Segment.apply_style(shown.render(Console()), base))
+    if strip is None:
+        ends = [span.end for span in text.spans if span.end > span.start]
+        overlapping = any(span.start < max(ends[:i], default=0) for i, span in enumerate(text.spans))
+        assert text.style or cell_len(text.plain) > width or overlapping
+        return
+    assert list(strip) == general
+    assert strip.cell_length == width
+
+
+async def test_every_panel_row_on_the_dashboard_is_drawn_as_rich_would_draw_it() -> None:
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        fast = 0
+        for collapsed in (False, True):
+            screen.fleet.collapsed = set(screen.fleet.snapshot.hosts) if collapsed else set()  # type: ignore[union-attr]
+            screen.fleet.set_rows([])
+            screen.fleet.show_snapshot(screen.fleet.snapshot)  # type: ignore[arg-type]
+            await pilot.pause()
+            for panel in (screen.fleet, screen.runs, screen.alerts_view):
+                base = panel.rich_style
+                for width in (panel.size.width, 30):
+                    for key in panel.row_keys:
+                        text = panel.render_row(key, width)
+                        strip = appended_row_strip(text, width, base)
+                        fast += strip is not None
+                        general = panel.general_row_strip(text, width, 0, base)
+                        assert strip is None or list(strip) == list(general), (panel.id, key)
+        # The shortcut is what draws the rows that fit (the narrow ones are cut by the general way).
+        assert fast > 40

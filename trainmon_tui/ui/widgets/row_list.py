@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import ClassVar, NamedTuple
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -44,6 +45,44 @@ class _DrawnRow(NamedTuple):
 
 # Drawn rows kept per visible line before the cache is emptied (rows scrolled away are not kept forever).
 _DRAWN_ROWS_PER_LINE = 3
+
+
+def appended_row_strip(text: Text, width: int, base_style: Style) -> Strip | None:
+    """The line of a row built by appending styled pieces, when it fits in ``width``; None otherwise.
+
+    Rows are built by ``Text.append``: their spans follow one another without overlapping, each with a
+    ``Style``. Such a line is its pieces, each under the widget's style, then spaces up to ``width``: the
+    same segments as :meth:`RowList.general_row_strip` gives, without copying the text, sorting span
+    boundaries and combining style stacks (~100 us a host row, and ~60 changed lines are drawn a second).
+    A row that needs more - longer than the line, a style on the whole text, overlapping or named styles -
+    gets None and goes the general way.
+    """
+    if text.style:
+        return None
+    plain = text.plain
+    length = cell_len(plain)
+    if length > width:
+        return None
+    if length < width:
+        plain += " " * (width - length)
+    if not text.spans:
+        # As Rich has it: one piece, which a null style leaves unstyled.
+        return Strip([Segment(plain, base_style or None)], width)
+    segments: list[Segment] = []
+    append = segments.append
+    at = 0
+    for start, end, style in text.spans:
+        if start < at or not isinstance(style, Style):
+            return None
+        if start > at:
+            append(Segment(plain[at:start], base_style))
+            at = start
+        if end > start:
+            append(Segment(plain[start:end], base_style + style))
+            at = end
+    if at < len(plain):
+        append(Segment(plain[at:], base_style))
+    return Strip(segments, width)
 
 
 class RowList(PassStyle, ScrollView, can_focus=True):
@@ -195,6 +234,18 @@ class RowList(PassStyle, ScrollView, can_focus=True):
             and drawn.text == text
         ):
             return drawn.strip
+        strip = None if mark else appended_row_strip(text, width, base_style)
+        if strip is None:
+            strip = self.general_row_strip(text, width, mark, base_style)
+        if len(self._drawn) >= _DRAWN_ROWS_PER_LINE * max(self.size.height, 1):
+            self._drawn.clear()
+        self._drawn[key] = _DrawnRow(text, width, mark, base_style, strip)
+        self.lines_rendered += 1
+        return strip
+
+    def general_row_strip(self, text: Text, width: int, mark: int, base_style: Style) -> Strip:
+        """The line of any row, through Rich: cut with an ellipsis or padded to ``width``, the cursor's style
+        over it when ``mark`` says so, the widget's style under it."""
         shown = text.copy()
         shown.no_wrap = True
         shown.truncate(width, overflow="ellipsis", pad=True)
@@ -203,12 +254,7 @@ class RowList(PassStyle, ScrollView, can_focus=True):
             shown.stylize(self.component_style(component))
         # The widget's own style goes under the row's, in one pass (Strip.apply_style would build a
         # second strip per line).
-        strip = Strip(list(Segment.apply_style(shown.render(self.app.console), base_style)), width)
-        if len(self._drawn) >= _DRAWN_ROWS_PER_LINE * max(self.size.height, 1):
-            self._drawn.clear()
-        self._drawn[key] = _DrawnRow(text, width, mark, base_style, strip)
-        self.lines_rendered += 1
-        return strip
+        return Strip(list(Segment.apply_style(shown.render(self.app.console), base_style)), width)
 
     def notify_style_update(self) -> None:
         # Theme or CSS changed: the component styles baked into the kept lines may be stale.
