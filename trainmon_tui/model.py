@@ -7,12 +7,15 @@ pure layers (parsers, analysis, state) can build and compare them cheaply.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from itertools import repeat
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 _EMPTY: Mapping[str, float | None] = MappingProxyType({})
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +140,23 @@ class LogRecord:
     batches_per_epoch: int | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     timestamp: float | None = None
+
+
+def slot_writer(cls: type[_T]) -> Callable[[tuple[Any, ...]], _T]:
+    """A maker of ``cls(*values)`` for a frozen, slotted dataclass, every field given, in field order.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; parsers that make one
+    value per line of a busy host (dmon rows, ps processes) write the slots directly instead, with one
+    C-level ``map`` over the slot descriptors. No default, conversion or ``__post_init__`` runs.
+    """
+    slots = tuple(cls.__dict__[item.name] for item in fields(cls))  # type: ignore[arg-type]
+    set_slot = type(slots[0]).__set__
+    new_object = object.__new__
+
+    def make(values: tuple[Any, ...]) -> _T:
+        made: _T = new_object(cls)
+        # Every __set__ returns None, so any() runs the map to its end.
+        any(map(set_slot, slots, repeat(made), values))
+        return made
+
+    return make

@@ -35,6 +35,7 @@ from trainmon_tui.transport.proc_collector import (
     PS_LOOP_SCRIPT,
     PS_STEP,
     ProcessCollector,
+    RelevantLines,
     ps_loop_argv,
     relevant_ps_lines,
 )
@@ -900,6 +901,8 @@ def test_the_lines_kept_give_the_ranks_the_whole_listing_gives(
     pattern = re.compile(r"train")
     selection = relevant_ps_lines(listing, [pattern], known)
     assert selection.text is not None and selection.listed == listed
+    # A blank line sends a listing the line-by-line way (every line a process goes the bulk way): the same.
+    assert relevant_ps_lines(listing + "\n", [pattern], known) == selection
     kept = parse_ps(selection.text)
     assert [process.pid for process in kept] == sorted(process.pid for process in kept)
     kept_pids = {process.pid for process in kept}
@@ -910,6 +913,39 @@ def test_the_lines_kept_give_the_ranks_the_whole_listing_gives(
             everything, run_pattern, environ
         )
     assert environ_candidates(kept, pattern) == environ_candidates(everything, pattern)
+
+
+_LISTING_STEP = st.tuples(
+    st.lists(_PROCESS, min_size=1, max_size=12),
+    st.sets(st.integers(0, 11), max_size=3),
+    st.sampled_from(
+        ["new", "same processes", "same processes and known pids", "other parents", "blank line"]
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_LISTING_STEP, min_size=1, max_size=6))
+def test_a_hosts_line_picker_answers_every_listing_as_if_it_were_the_first(
+    steps: list[tuple[list[tuple[int, str, bool]], set[int], str]],
+) -> None:
+    # RelevantLines keeps its last choice while the processes (pid, parent, command) and the pids asked
+    # about stay; the next listing's times and CPU differ anyway.
+    picker = RelevantLines()
+    pattern = re.compile(r"train")
+    processes: list[tuple[int, str, bool]] = []
+    known: set[int] = set()
+    for number, (new_processes, known_at, step) in enumerate(steps):
+        if step == "new" or not processes:
+            processes = new_processes
+        elif step == "other parents":
+            processes = [(parent + 1, command, defunct) for parent, command, defunct in processes]
+        if step != "same processes and known pids":
+            known = {100 + at for at in known_at}
+        listing = _listing(processes).replace("  0.5 ", f" {number}.25 ")
+        if step == "blank line":
+            listing += "\n"
+        assert picker.select(listing, [pattern], known) == relevant_ps_lines(listing, [pattern], known)
 
 
 def test_a_listing_with_a_header_is_left_to_be_parsed_whole() -> None:

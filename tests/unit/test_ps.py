@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainmon_tui.model import ProcInfo, ProcState
+from trainmon_tui.parsers import ps as ps_module
 from trainmon_tui.parsers.ps import PS_ARGV, PS_COLUMNS, parse_etime, parse_ps, parse_ps_aux
 
 PS = Path(__file__).parent.parent / "fixtures" / "ps"
@@ -203,3 +204,58 @@ def test_parse_ps_never_raises_on_ps_like_lines(lines: list[str]) -> None:
     for process in parse_ps("\n".join(lines)):
         assert process.pid >= 0
         assert process.cpu_pct is None or process.cpu_pct >= 0
+
+
+# ------------------------------------------------------------------------------- the collector's format
+
+_COLLECTOR_ROW_FRAGMENTS = st.sampled_from(
+    [
+        "1",
+        "0",
+        "42",
+        "9" * 19,
+        "x1",
+        "S",
+        "Sl",
+        "Z+",
+        "Q",
+        "?",
+        "R",
+        "01:02",
+        "1-02:03:04",
+        "99:99",
+        "12",
+        "0.0",
+        "226.5",
+        "nan",
+        "-1",
+        "1_0",
+        "inf",
+        "4128",
+        "python",
+        "train.py --lr 3e-4",
+        "<defunct>",
+        "\t",
+        "é",
+    ]
+)
+
+
+def _collector_rows_both_ways(lines: list[str]) -> None:
+    for line in lines:
+        assert ps_module._read_collector_row(line) == ps_module._read_row(line, PS_COLUMNS), line
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_COLLECTOR_ROW_FRAGMENTS, max_size=9).map(" ".join), max_size=8))
+def test_the_collector_format_is_read_by_position_as_by_its_columns(lines: list[str]) -> None:
+    # parse_ps reads PS_COLUMNS rows by position (a listing per host every few seconds): it must give the
+    # same ProcInfo as the general reader, twice over (the second time from remembered elapsed times).
+    _collector_rows_both_ways(lines)
+    _collector_rows_both_ways(lines)
+
+
+def test_every_real_listing_reads_the_same_by_position() -> None:
+    lines = [line for path in sorted(PS.glob("*.txt")) for line in path.read_text().splitlines()]
+    assert sum(ps_module._read_collector_row(line) is not None for line in lines) > 20
+    _collector_rows_both_ways(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from trainmon_tui.analysis.ranks import (
     ENVIRON_GREP_PATTERN,
     Program,
+    RankMatcher,
     RankMemory,
     environ_candidates,
     environ_grep_argv,
@@ -349,6 +351,36 @@ def test_two_unrelated_processes_claiming_one_rank_the_older_keeps_it() -> None:
         proc(301, 1, "python train.py", elapsed=20),
     ]
     assert match_ranks(processes, re.compile(r"train"), {300: 0, 301: 0}) == {300: 0}
+
+
+def test_a_matcher_answers_as_match_ranks_listing_after_listing() -> None:
+    # RankMatcher reuses its last answer while pids, parents, command lines and environments stay; ages
+    # (which move every listing) decide only between claimants of one rank, so that answer is never reused.
+    pattern = re.compile(r"train")
+    steady = [proc(400, 1, "torchrun --nproc-per-node=2 train.py"), proc(401, 400, "python train.py")]
+    steady.append(proc(402, 400, "python train.py"))
+    claimants = [proc(300, 1, "python train.py", elapsed=5000), proc(301, 1, "python train.py", elapsed=20)]
+    swapped = [replace(claimants[0], elapsed_s=10), replace(claimants[1], elapsed_s=6000)]
+    listings: list[tuple[list[ProcInfo], dict[int, int]]] = [
+        (steady, {}),
+        ([replace(process, cpu_pct=50.0, elapsed_s=200) for process in steady], {}),
+        ([*steady[:2], replace(steady[2], ppid=1)], {}),  # reparented: the launcher's order says nothing now
+        (steady, {}),
+        (steady, {401: 1}),  # an environment read since
+        (steady[:2], {401: 1}),  # a rank exited
+        ([*steady[:2], proc(402, 400, "python train.py --resume")], {}),  # another process on the pid
+        (claimants, {300: 0, 301: 0}),
+        (swapped, {300: 0, 301: 0}),  # the same pids and commands, the other one older now
+        (claimants, {300: 0, 301: 0}),
+    ]
+    matcher = RankMatcher()
+    answers = [matcher.match(processes, pattern, environment) for processes, environment in listings]
+    assert answers == [match_ranks(processes, pattern, environment) for processes, environment in listings]
+    assert answers[0] == {401: 0, 402: 1} and answers[2] == {}
+    assert answers[7] == {300: 0} and answers[8] == {301: 0}
+    # What it hands out is the caller's to change.
+    answers[0].clear()
+    assert matcher.match(steady, pattern, {}) == match_ranks(steady, pattern, {})
 
 
 def test_a_parent_loop_from_pid_reuse_does_not_hang() -> None:

@@ -350,8 +350,9 @@ def _age_order(process: ProcInfo) -> tuple[int, int]:
 
 def _oldest_keeps_rank(
     by_pid: Mapping[int, ProcInfo], ranks: Mapping[int, int | None]
-) -> dict[int, int | None]:
-    """Where several processes claim one rank, only the oldest keeps it (the others are dropped)."""
+) -> tuple[dict[int, int | None], bool]:
+    """Where several processes claim one rank, only the oldest keeps it (the others are dropped); and
+    whether that happened (the answer then depends on the processes' ages)."""
     claimants: dict[int, list[ProcInfo]] = {}
     for pid, rank in ranks.items():
         if rank is not None:
@@ -362,7 +363,7 @@ def _oldest_keeps_rank(
         if len(processes) > 1
         for process in sorted(processes, key=_age_order)[1:]
     }
-    return {pid: rank for pid, rank in ranks.items() if pid not in losers}
+    return {pid: rank for pid, rank in ranks.items() if pid not in losers}, bool(losers)
 
 
 def find_rank_processes(
@@ -376,6 +377,16 @@ def find_rank_processes(
     in it had no rank variable or could not be read. Without a pattern, the processes with an environment
     rank are the candidates.
     """
+    return _rank_processes(processes, pattern, environ_ranks)[0]
+
+
+def _rank_processes(
+    processes: Sequence[ProcInfo],
+    pattern: re.Pattern[str] | None,
+    environ_ranks: Mapping[int, int],
+) -> tuple[dict[int, int | None], bool]:
+    """:func:`find_rank_processes`, and whether the processes' ages decided it (see _oldest_keeps_rank):
+    otherwise the answer depends only on their pids, parents and command lines."""
     tree = _Tree(processes)
     possible, _ = _candidates(tree, pattern, environ_ranks)
     # Ancestors up to the nearest launcher: what a launcher starts is a new set of ranks, never a helper of
@@ -428,11 +439,41 @@ def match_ranks(
     environ_ranks: Mapping[int, int],
 ) -> dict[int, int]:
     """pid -> rank of the run's rank processes whose rank is known (see :func:`find_rank_processes`)."""
-    return {
-        pid: rank
-        for pid, rank in find_rank_processes(processes, pattern, environ_ranks).items()
-        if rank is not None
-    }
+    return _known_ranks(find_rank_processes(processes, pattern, environ_ranks))
+
+
+def _known_ranks(found: Mapping[int, int | None]) -> dict[int, int]:
+    return {pid: rank for pid, rank in found.items() if rank is not None}
+
+
+class RankMatcher:
+    """:func:`match_ranks` for one run, listing after listing, worked out again only when its inputs changed.
+
+    A host lists its processes every few seconds, and between two listings a run's processes usually stay
+    the same: only their CPU, memory and elapsed times move, which the answer does not depend on (ages
+    decide only between processes that claim one rank, and such an answer is never reused).
+    """
+
+    def __init__(self) -> None:
+        self._inputs: tuple[object, ...] | None = None
+        self._ranks: dict[int, int] = {}
+
+    def match(
+        self,
+        processes: Sequence[ProcInfo],
+        pattern: re.Pattern[str] | None,
+        environ_ranks: Mapping[int, int],
+    ) -> dict[int, int]:
+        inputs = (
+            pattern,
+            [(process.pid, process.ppid, process.command) for process in processes],
+            dict(environ_ranks),
+        )
+        if inputs != self._inputs:
+            found, ages_decided = _rank_processes(processes, pattern, environ_ranks)
+            self._ranks = _known_ranks(found)
+            self._inputs = None if ages_decided else inputs
+        return dict(self._ranks)
 
 
 # ----------------------------------------------------------------------------------------------- memory
@@ -469,7 +510,7 @@ class RankMemory:
             if pid in merged or process is None or not self._same_process(remembered, process, now):
                 continue
             merged[pid] = remembered.rank
-        kept = _oldest_keeps_rank(by_pid, merged)
+        kept, _ = _oldest_keeps_rank(by_pid, merged)
         result = {pid: rank for pid, rank in kept.items() if rank is not None}
         self._known = {pid: _Remembered(rank, _started(by_pid[pid], now)) for pid, rank in result.items()}
         return result

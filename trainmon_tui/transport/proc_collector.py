@@ -75,12 +75,12 @@ from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from trainmon_tui.analysis.ranks import (
+    RankMatcher,
     RankMemory,
     environ_candidates,
     environ_grep_argv,
     environ_ranks,
     is_launcher,
-    match_ranks,
     parse_environ_grep,
 )
 from trainmon_tui.config import RunConfig
@@ -189,13 +189,61 @@ def relevant_ps_lines(
     ancestors. Parsing just these gives the same ranks as parsing everything. A listing with a header line
     (another ps format) is left to be parsed whole.
     """
-    lines = listing.splitlines()
+    return RelevantLines().select(listing, patterns, known_pids)
+
+
+class RelevantLines:
+    """:func:`relevant_ps_lines` for one host's listings, one after another.
+
+    Which lines are kept depends only on each process's pid, parent and command line (and on the patterns
+    and the pids asked about), and those stay the same from one listing to the next while a run goes on:
+    only CPU, memory and elapsed times move. While they stay, the lines are taken at the places found last
+    time, without searching command lines or walking the process tree again.
+    """
+
+    def __init__(self) -> None:
+        self._inputs: tuple[object, ...] | None = None
+        self._chosen: list[int] = []
+        self._listed: frozenset[int] = frozenset()
+
+    def select(
+        self, listing: str, patterns: Sequence[re.Pattern[str]], known_pids: Collection[int]
+    ) -> PsSelection:
+        lines = listing.splitlines()
+        rows = [line.split(None, _PS_WIDTH - 1) for line in lines]
+        # Per line what the choice reads: whether it is a process, its pid, parent and command.
+        inputs = (
+            list(patterns),
+            set(known_pids),
+            [(len(tokens), tokens[:2], tokens[-1:]) for tokens in rows],
+        )
+        if inputs != self._inputs:
+            indexed = _index_rows(rows)
+            if indexed is None:
+                self._inputs = None
+                return _select_line_by_line(lines, rows, patterns, known_pids)
+            pids, parent, at_line = indexed
+            seeds = [pid for pid in pids if pid in known_pids]
+            if patterns:
+                for pid, tokens in zip(pids, rows, strict=True):
+                    if pid not in known_pids:
+                        command = tokens[-1].rstrip() if len(tokens) == _PS_WIDTH else ""
+                        if any(pattern.search(command) for pattern in patterns):
+                            seeds.append(pid)
+            self._chosen = _with_family(rows, seeds, parent, at_line)
+            self._listed = frozenset(at_line)
+            self._inputs = inputs
+        return PsSelection("\n".join([lines[index] for index in self._chosen]), self._listed)
+
+
+def _select_line_by_line(
+    lines: list[str], rows: list[list[str]], patterns: Sequence[re.Pattern[str]], known_pids: Collection[int]
+) -> PsSelection:
+    """The selection from a listing with lines other than processes: a header, blank or foreign lines."""
     parent: dict[int, int] = {}
     at_line: dict[int, int] = {}
     seeds: list[int] = []
-    for index, line in enumerate(lines):
-        # The loop every listed process goes through: C-level string methods only, no calls of our own.
-        tokens = line.split(None, _PS_WIDTH - 1)
+    for index, tokens in enumerate(rows):
         if len(tokens) < _PS_WIDTH - 1:
             if _PID_HEADER in tokens:
                 return PsSelection(None, frozenset(at_line))
@@ -214,9 +262,40 @@ def relevant_ps_lines(
             command = tokens[-1].rstrip() if len(tokens) == _PS_WIDTH else ""
             if any(pattern.search(command) for pattern in patterns):
                 seeds.append(pid)
-    listed = frozenset(at_line)
+    chosen = _with_family(rows, seeds, parent, at_line)
+    return PsSelection("\n".join([lines[index] for index in chosen]), frozenset(at_line))
+
+
+def _index_rows(rows: list[list[str]]) -> tuple[list[int], dict[int, int], dict[int, int]] | None:
+    """(pids, pid -> parent, pid -> line) of a listing whose every line is a process (the usual case), each
+    worked out by one C-level pass over the listing; None when a line is not (the line-by-line way then)."""
+    if not rows or min(map(len, rows)) < _PS_WIDTH - 1:
+        return None
+    pid_texts = [tokens[_PID_AT] for tokens in rows]
+    ppid_texts = [tokens[_PPID_AT] for tokens in rows]
+    digits = "".join(pid_texts) + "".join(ppid_texts)
+    if not (
+        digits.isascii()
+        and digits.isdigit()
+        and max(map(len, pid_texts)) <= _MAX_PID_DIGITS
+        and max(map(len, ppid_texts)) <= _MAX_PID_DIGITS
+    ):
+        return None
+    pids = list(map(int, pid_texts))
+    return (
+        pids,
+        dict(zip(pids, map(int, ppid_texts), strict=True)),
+        dict(zip(pids, range(len(pids)), strict=True)),
+    )
+
+
+def _with_family(
+    rows: list[list[str]], seeds: list[int], parent: dict[int, int], at_line: dict[int, int]
+) -> list[int]:
+    """The lines, in listing order, of the seeds, their ancestors, their children and the children of
+    launchers among the ancestors."""
     if not seeds:
-        return PsSelection("", listed)
+        return []
     kept = set(seeds)
     ancestors: set[int] = set()
     for pid in seeds:
@@ -228,12 +307,11 @@ def relevant_ps_lines(
     # Whose children are kept: the seeds', and those of launchers above them (their other ranks).
     parents_kept = set(seeds)
     for pid in ancestors:
-        tokens = lines[at_line[pid]].split(None, _PS_WIDTH - 1)
+        tokens = rows[at_line[pid]]
         if len(tokens) == _PS_WIDTH and is_launcher(tokens[-1].rstrip()):
             parents_kept.add(pid)
     kept.update(pid for pid, ppid in parent.items() if ppid in parents_kept and ppid != pid)
-    chosen = sorted(at_line[pid] for pid in kept)
-    return PsSelection("\n".join(lines[index] for index in chosen), listed)
+    return sorted(at_line[pid] for pid in kept)
 
 
 class _Outcome(NamedTuple):
@@ -347,6 +425,8 @@ class ProcessCollector:
         self._apps_answered_at: float | None = None
         self._apps_saw_pids: frozenset[int] | None = None
         self._memories = {run.name: RankMemory() for run in self._runs}
+        self._matchers = {run.name: RankMatcher() for run in self._runs}
+        self._relevant_lines = RelevantLines()
         self._patterns = tuple(run.process for run in self._runs if run.process is not None)
         # Ranks of the last listing, every pid of the last listing, and those of it that were stored.
         self._rank_pids: frozenset[int] = frozenset()
@@ -488,7 +568,7 @@ class ProcessCollector:
 
     async def _store_processes(self, listing: str, now: float, *, read_environ: bool = True) -> None:
         known = self._gpu_pids | self._environ_read.keys() | self._rank_pids
-        selection = relevant_ps_lines(listing, self._patterns, known)
+        selection = self._relevant_lines.select(listing, self._patterns, known)
         parsed = parse_ps(listing if selection.text is None else selection.text)
         own = self._own
         loop_pids = {process.pid for process in parsed if process.command == own.loop}
@@ -500,7 +580,7 @@ class ProcessCollector:
             ranks_from_environ = self._known_environ_ranks()
         rank_of_pid: dict[int, int] = {}
         for run in self._runs:
-            fresh = match_ranks(processes, run.process, ranks_from_environ)
+            fresh = self._matchers[run.name].match(processes, run.process, ranks_from_environ)
             for pid, rank in self._memories[run.name].update(processes, fresh, now).items():
                 rank_of_pid.setdefault(pid, rank)
         self._store.apply_processes(
