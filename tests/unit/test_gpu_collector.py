@@ -8,9 +8,11 @@ gave. Timings are shortened (tenths of a second) so fallbacks and retries happen
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import unicodedata
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trainmon_tui.model import GpuSample
-from trainmon_tui.parsers.dmon import DMON_ARGV
+from trainmon_tui.parsers.dmon import DMON_ARGV, parse_dmon
 from trainmon_tui.parsers.smi_csv import QUERY_GPU_ARGV, QUERY_GPU_FIELDS
 from trainmon_tui.parsers.smi_status import (
     DRIVER_UNREACHABLE,
@@ -162,10 +164,24 @@ class ScriptedStream:
     def __aiter__(self) -> AsyncIterator[str]:
         return self._lines()
 
+    def buffered(self) -> BufferedScriptedStream:
+        """The same script, from a stream that also hands over the lines it holds at once."""
+        return BufferedScriptedStream(
+            self._bursts,
+            exit_status=self._final_status,
+            stderr=self._stderr,
+            error=self._error,
+            before_error=self._before_error,
+        )
+
+    def _arrived(self, lines: Sequence[str]) -> Iterator[str]:
+        """The lines of a burst as ``async for`` gives them."""
+        return iter(lines)
+
     async def _lines(self) -> AsyncIterator[str]:
         for delay, lines in self._bursts:
             await asyncio.sleep(delay)
-            for line in lines:
+            for line in self._arrived(lines):
                 yield line
         if self._error is not None:
             if self._before_error is not None:
@@ -174,6 +190,28 @@ class ScriptedStream:
         if self._final_status is None:
             await asyncio.Event().wait()
         self.exit_status = self._final_status
+
+
+class BufferedScriptedStream(ScriptedStream):
+    """A ScriptedStream that, as the SSH and local streams do (``BufferedLineStream``), holds each burst's
+    lines once it arrived: ``async for`` gives them one by one, ``take_lines`` all those not given yet."""
+
+    def __init__(self, bursts: Iterable[tuple[float, Sequence[str]]], **script: Any) -> None:
+        super().__init__(bursts, **script)
+        self._held: deque[str] = deque()
+        # How many lines each take_lines() call handed over.
+        self.taken: list[int] = []
+
+    def take_lines(self) -> list[str]:
+        lines = list(self._held)
+        self._held.clear()
+        self.taken.append(len(lines))
+        return lines
+
+    def _arrived(self, lines: Sequence[str]) -> Iterator[str]:
+        self._held.extend(lines)
+        while self._held:
+            yield self._held.popleft()
 
 
 def replay(lines: Sequence[str], *, times: int, every_s: float = 0.02) -> list[tuple[float, Sequence[str]]]:
@@ -192,6 +230,8 @@ class FakeRunner:
     """A CommandRunner whose dmon streams and query answers the test scripts."""
 
     is_local = False
+    #: Give the dmon streams as BufferedScriptedStream (set by the ``stream_kind`` fixture).
+    buffered_streams = False
 
     def __init__(self, dmon: Callable[[], ScriptedStream], query: QueryAnswer = healthy_query) -> None:
         self.name = HOST
@@ -208,6 +248,8 @@ class FakeRunner:
     def stream(self, argv: Sequence[str]) -> ScriptedStream:
         assert tuple(argv) == DMON_ARGV
         stream = self.dmon()
+        if self.buffered_streams and not isinstance(stream, BufferedScriptedStream):
+            stream = stream.buffered()
         self.streams.append(stream)
         return stream
 
@@ -215,6 +257,15 @@ class FakeRunner:
         assert argv[0] == "nvidia-smi" and argv[1].startswith("--query-gpu=")
         self.queries.append(tuple(argv))
         return self.query(tuple(argv))
+
+
+@pytest.fixture(autouse=True, params=["line by line", "in bursts"])
+def stream_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against both kinds of dmon stream: one that gives lines one by one, and one that also
+    hands over whatever it holds at once (the collector then reads each packet as one burst)."""
+    kind = str(request.param)
+    monkeypatch.setattr(FakeRunner, "buffered_streams", kind == "in bursts")
+    return kind
 
 
 FAST: dict[str, Any] = {
@@ -353,6 +404,72 @@ async def test_an_inventory_refresh_reaches_the_rows_after_it() -> None:
     assert all(limit == 250.0 for limit in limits[first_new:])
     # Only GPU 0's limit changed; its other fields still come from dmon and the inventory.
     assert {(sample.uuid, sample.sm_pct) for sample in gpu0} == {(BLACKWELL_UUIDS[0], 98)}
+
+
+async def test_a_packet_of_rows_is_stored_whole(stream_kind: str) -> None:
+    # dmon's output arrives as one packet a second: a host's rows of one interval, sometimes with the
+    # headers printed again between them. A stream that holds the packet hands it over at once, and every
+    # row of it is stored before the stream is read again.
+    lines = dmon_lines()
+    rows = lines[2:]
+    packets = [(0.0, lines), (0.05, [*rows, *lines[:2], *rows])]
+    runner = FakeRunner(lambda: ScriptedStream(packets, exit_status=None))
+    # For each dmon sample stored: how many times the stream had handed over what it held by then.
+    takes: list[int] = []
+
+    class TakeRecordingStore(RecordingStore):
+        def apply_gpu(self, host: str, sample: GpuSample, now: float) -> None:
+            if "bar1" in sample.extra:  # a dmon row (the query's samples have no dmon columns)
+                takes.append(len(getattr(runner.streams[0], "taken", ())))
+            super().apply_gpu(host, sample, now)
+
+    store, clock = TakeRecordingStore(), Clock(7.0)
+    collector = make_collector(runner, store, clock, query_interval_s=1.0)
+    async with running(collector):
+        await eventually(lambda: len(takes) == 12)
+        assert collector.source is GpuSource.DMON
+    if stream_kind == "in bursts":
+        stream = runner.streams[0]
+        assert isinstance(stream, BufferedScriptedStream) and stream.taken[:2] == [5, 9]
+        assert takes == [1] * 4 + [2] * 8
+    else:
+        assert takes == [0] * 12
+    applied = [sample for sample in store.applied if "bar1" in sample.extra]
+    # The rows as dmon printed them, with what the query knows about each GPU.
+    assert [(s.gpu, s.power_w, s.fb_used_mib) for s in applied] == [
+        (s.gpu, s.power_w, s.fb_used_mib) for s in parse_dmon("\n".join(lines)) * 3
+    ]
+    assert all(s.uuid == BLACKWELL_UUIDS[s.gpu] and s.power_limit_w == 300.0 for s in applied)
+    host = host_of(store)
+    assert [gpu.gpu for gpu in host.gpus] == [0, 1, 2, 3]
+    assert all(gpu.latest is applied[8 + gpu.gpu] and gpu.last_t == 7.0 for gpu in host.gpus)
+
+
+async def test_lines_dmon_printed_besides_rows_say_why_it_was_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A workload's output in the capture, a row of another layout, a blank line: kept (the first three of
+    # them) for the reason dmon was given up, whether they come one by one or in one packet.
+    lines = dmon_lines()
+    foreign = [
+        (FIXTURES / "dmon" / "dmon_s_pucm_rtxpro6000_server_load_with_foreign_line.txt")
+        .read_text()
+        .splitlines()[0],
+        (FIXTURES / "dmon" / "dmon_s_m_8gpu_fb_bar1_ccpm.txt").read_text().splitlines()[2],
+        "Failed to process command line.",
+        "Not shown: a fourth",
+    ]
+    packet = [foreign[0], *lines[:2], foreign[1], "   ", foreign[2], "# a comment", foreign[3]]
+    runner = FakeRunner(lambda: ScriptedStream([(0.0, packet)], exit_status=6))
+    collector = make_collector(runner, RecordingStore(), Clock(0.0))
+    with caplog.at_level(logging.INFO, logger="trainmon_tui.transport.gpu_collector"):
+        async with running(collector):
+            await eventually(lambda: collector.source is GpuSource.QUERY)
+    why = next(
+        record.getMessage() for record in caplog.records if "GPU source now query" in record.getMessage()
+    )
+    assert "dmon exited with status 6" in why and "without GPU rows" in why
+    assert why.endswith(": " + " / ".join(text.strip() for text in foreign[:3]) + ")")
 
 
 # --------------------------------------------------------------------------------------------- fallback

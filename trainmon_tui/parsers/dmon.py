@@ -1,4 +1,4 @@
-"""Turn `nvidia-smi dmon` output, one line at a time, into GpuSample values.
+"""Turn `nvidia-smi dmon` output, one line at a time or a packet's lines at once, into GpuSample values.
 
 dmon prints a `# gpu ...` header naming its columns, a `# Idx ...` units line, then one row per GPU per
 interval. Which columns appear depends on the driver and on the `-s` groups and `-o D/T` options, so nothing
@@ -8,7 +8,9 @@ header (blank, foreign program output, a truncated row) yields None and never ra
 A collector feeds every GPU of every host through here once a second, so a row costs one split, one float()
 per numeric cell and one GpuSample: the header is compiled into token positions once (and a header printed
 again, as dmon does, is recognised by its text), and the memory total, UUID, name and power limit that dmon
-does not print are filled in while the sample is built rather than by copying it afterwards.
+does not print are filled in while the sample is built rather than by copying it afterwards. A host's rows
+arrive together (one packet a second): :meth:`DmonParser.feed_lines` reads such a burst column by column, a
+C-level call per step for all its rows, and falls back to :meth:`DmonParser.feed` for whatever is unusual.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
-from itertools import repeat
+from itertools import chain, repeat
 from types import MappingProxyType
+from typing import cast
 
 from trainmon_tui.model import GpuSample
 
@@ -70,6 +73,16 @@ _MAX_REMEMBERED_VALUES = 1024
 _NOT_KNOWN: tuple[None, None, None, None] = (None, None, None, None)
 
 _TOKEN = re.compile(r"\S+")
+# Every printed date/time of a burst at once, joined by newlines (no token holds one); stricter than
+# _is_date/_is_time, which also take a time such as `12:34::5`: a burst that fails goes line by line.
+_DATE_TEXT = "[0-9]{8}"
+_TIME_TEXT = "[0-9]{2}:[0-9]{2}:[0-9]{2}"
+_EVERY_DATE = re.compile(f"{_DATE_TEXT}(?:\n{_DATE_TEXT})*")
+_EVERY_TIME = re.compile(f"{_TIME_TEXT}(?:\n{_TIME_TEXT})*")
+_EVERY_DATE_TIME = re.compile(f"{_DATE_TEXT} {_TIME_TEXT}(?:\n{_DATE_TEXT} {_TIME_TEXT})*")
+# Rows fewer than this are read line by line: reading rows together costs a few dozen C calls whatever their
+# number (about two rows' worth by feed()), and is cheaper from about 4 rows on.
+_MIN_BURST_ROWS = 4
 _PCI_BUS_ID = re.compile(r"(?:([0-9A-Fa-f]{1,8}):)?([0-9A-Fa-f]{1,2}):([0-9A-Fa-f]{1,2})\.([0-7])")
 
 
@@ -100,14 +113,19 @@ class _CellValues(dict[str, float | None]):
     """Cell text -> value for rows on the plain float() path, computed once per distinct text.
 
     Looked up with ``map(values.__getitem__, cells)``, so a known text costs a C-level dict lookup; a new
-    one goes through float() (ValueError for text that is not a number, as before).
+    one goes through float() (ValueError for text that is not a finite number).
     """
 
     def __missing__(self, cell: str) -> float | None:
+        value = float(cell)
+        # An overflow ("1e999", 400 digits) makes the row foreign, as _number() does; refused here, the
+        # values of a whole burst need no second look.
+        if value in _INFINITIES:
+            raise ValueError(cell)
         if len(self) >= _MAX_REMEMBERED_VALUES:
             self.clear()
             self["-"] = None
-        value = self[cell] = float(cell)
+        self[cell] = value
         return value
 
 
@@ -150,6 +168,12 @@ class _Layout:
     extras_from: int
     # Column right edges (character offsets), for rows whose values touch and so do not split on spaces.
     right_edges: tuple[int, ...]
+    # For a burst of rows, each given one more token (`-`, unknown) after its last: the GPU token, the
+    # numeric cells followed by that token, and where each of the eight GpuSample fields sits among them
+    # as a slice over a whole burst's values (a field the header lacks reads the appended unknowns).
+    gpu_cell: Callable[[Sequence[str]], str]
+    padded_cells: Callable[[Sequence[str]], tuple[str, ...]]
+    field_columns: tuple[slice, ...]
 
     @property
     def width(self) -> int:
@@ -177,6 +201,7 @@ class _Layout:
         present = [field for field in _SAMPLE_FIELDS if field in field_at]
         numeric_at = [field_at[field] for field in present] + [at for _, at in extra_at]
         unknown = len(numeric_at)  # the None appended after the numeric values
+        stride = unknown + 1
         return cls(
             names=names,
             gpu_at=names.index(_GPU_COLUMN),
@@ -190,6 +215,12 @@ class _Layout:
             extra_names=tuple(name for name, _ in extra_at),
             extras_from=len(present),
             right_edges=right_edges,
+            gpu_cell=operator.itemgetter(names.index(_GPU_COLUMN)),
+            padded_cells=_getter([*numeric_at, len(names)]),
+            field_columns=tuple(
+                slice(present.index(field) if field in field_at else unknown, None, stride)
+                for field in _SAMPLE_FIELDS
+            ),
         )
 
     def widened(self, unit_edges: tuple[int, ...]) -> _Layout:
@@ -260,7 +291,8 @@ class _RowExtras(Mapping[str, float | None]):
     __slots__ = ("_at", "_mapping", "_names", "_values")
 
     def __init__(self, names: tuple[str, ...], values: list[float | None], at: int) -> None:
-        # ``values`` belongs to this row alone; the parser only appends after the extras' slots.
+        # ``values`` holds this row's values from ``at`` on (the rows of a burst share one list); nobody
+        # changes them once the row is read.
         self._names = names
         self._values = values
         self._at = at
@@ -383,6 +415,149 @@ class DmonParser:
         except ValueError:
             return None
 
+    def feed_lines(self, lines: Sequence[str], foreign: list[str] | None = None) -> list[GpuSample]:
+        """Read a burst of lines (one packet of dmon output): the samples :meth:`feed` gives for them, in
+        order, leaving the parser as :meth:`feed` would.
+
+        Lines that are neither GPU rows nor comments nor blank are appended to ``foreign`` when given.
+        Between comment lines, rows of the layout in force holding plain numbers are read together: each
+        step is one C-level call over the whole burst (a split per line, the cells of every row, their
+        values, the samples' slots); anything else goes through :meth:`feed` line by line.
+        """
+        samples: list[GpuSample] = []
+        text = "".join(lines)
+        if "#" not in text:
+            self._feed_rows(lines, text, samples, foreign)
+            return samples
+        start = 0
+        for at, line in enumerate(lines):
+            # feed()'s test for a comment: the first character that is not white space is `#`.
+            if line.lstrip()[:1] == "#":
+                if at > start:
+                    rows = lines[start:at]
+                    self._feed_rows(rows, "".join(rows), samples, foreign)
+                self._read_comment(line)
+                start = at + 1
+        if start < len(lines):
+            rows = lines[start:]
+            self._feed_rows(rows, "".join(rows), samples, foreign)
+        return samples
+
+    def _feed_rows(
+        self, lines: Sequence[str], text: str, samples: list[GpuSample], foreign: list[str] | None
+    ) -> None:
+        """Read lines none of which is a comment (``text``: them joined) into ``samples``."""
+        layout = self._layout
+        if layout is not None and len(lines) >= _MIN_BURST_ROWS:
+            burst = self._burst(layout, lines, text)
+            if burst is not None:
+                samples += burst
+                return
+        for line in lines:
+            sample = self.feed(line)
+            if sample is not None:
+                samples.append(sample)
+            elif foreign is not None and line.strip():
+                foreign.append(line)
+
+    def _burst(self, layout: _Layout, lines: Sequence[str], text: str) -> list[GpuSample] | None:
+        """The samples of lines that are all rows of ``layout`` with plain numbers; None when one is not
+        (or might not be): then they are read line by line, which drops or reads each as it must."""
+        # feed() reads a row holding these through _number(); rows without them go through float() alone.
+        if "n" in text or "N" in text or "_" in text:
+            return None
+        rows = list(map(str.split, lines))
+        width = len(layout.names)
+        if set(map(len, rows)) != {width}:
+            # Blank lines, rows of another layout, touching columns.
+            return None
+        count = len(rows)
+        gpu_cells = list(map(layout.gpu_cell, rows))
+        gpu_text = "".join(gpu_cells)
+        if not (gpu_text.isdigit() and gpu_text.isascii()):
+            # PCI bus ids (or junk) in the GPU column.
+            return None
+        nones = (None,) * count
+        printed: Sequence[str | None] = nones
+        if layout.has_time:
+            times = self._printed_times(layout, rows)
+            if times is None:
+                return None
+            printed = times
+        # Each row gets an unknown token after its last, read as None: the value of every field the header
+        # lacks, and the None feed() appends to each row's values.
+        any(map(list.append, rows, repeat("-")))
+        try:
+            # int() refuses a GPU index of thousands of digits, float() a cell that is not a number.
+            gpus = list(map(int, gpu_cells))
+            values = list(map(self._values.__getitem__, chain.from_iterable(map(layout.padded_cells, rows))))
+        except ValueError:
+            return None
+        stride = len(values) // count
+        extra_names = layout.extra_names
+        extras: Iterable[Mapping[str, float | None]] = (
+            map(
+                _RowExtras,
+                repeat(extra_names),
+                repeat(values),
+                range(layout.extras_from, len(values), stride),
+            )
+            if extra_names
+            else repeat(_EMPTY_EXTRA)
+        )
+        sm, mem, fb, pwr, gtemp, mtemp, pclk, mclk = map(values.__getitem__, layout.field_columns)
+        fb_total: Sequence[object] = nones
+        power_limit: Sequence[object] = nones
+        uuid: Sequence[object] = nones
+        name: Sequence[object] = nones
+        if self._inventory:
+            fb_total, power_limit, uuid, name = zip(
+                *map(self._inventory.get, gpus, repeat(_NOT_KNOWN)), strict=True
+            )
+        # GpuSample's field order (tests/unit/test_dmon.py checks every field by name).
+        return _gpu_samples(
+            gpus,
+            sm,
+            mem,
+            fb,
+            fb_total,
+            pwr,
+            power_limit,
+            gtemp,
+            mtemp,
+            pclk,
+            mclk,
+            uuid,
+            name,
+            printed,
+            extras,
+        )
+
+    @staticmethod
+    def _printed_times(layout: _Layout, rows: list[list[str]]) -> list[str] | None:
+        """Every row's date and/or time as printed, or None unless each is plainly a date and a time."""
+        date_at, time_at = layout.date_at, layout.time_at
+        if date_at is not None and time_at is not None:
+            printed = list(
+                map(
+                    " ".join,
+                    zip(
+                        map(operator.itemgetter(date_at), rows),
+                        map(operator.itemgetter(time_at), rows),
+                        strict=True,
+                    ),
+                )
+            )
+            every = _EVERY_DATE_TIME
+        elif date_at is not None:
+            printed = list(map(operator.itemgetter(date_at), rows))
+            every = _EVERY_DATE
+        else:
+            assert time_at is not None  # has_time
+            printed = list(map(operator.itemgetter(time_at), rows))
+            every = _EVERY_TIME
+        return printed if every.fullmatch("\n".join(printed)) is not None else None
+
     def _read_comment(self, line: str) -> None:
         comment = self._comments.get(line)
         if comment is None:
@@ -430,8 +605,6 @@ class DmonParser:
             values = [_number(cell) for cell in cells]
         else:
             values = list(map(self._values.__getitem__, cells))
-            if _INFINITIES[0] in values or _INFINITIES[1] in values:
-                return None
         extra_names = layout.extra_names
         extra = _RowExtras(extra_names, values, layout.extras_from) if extra_names else _EMPTY_EXTRA
         values.append(None)
@@ -473,20 +646,74 @@ class DmonParser:
         return " ".join(printed)
 
 
-# GpuSample is a frozen dataclass: its __init__ sets each of its 15 fields through object.__setattr__, which
-# is half the cost of reading a dmon row. A row's sample is built by writing its slots directly instead, with
-# one C-level map over the slot descriptors (equal to GpuSample(*values); tests/unit/test_dmon.py checks it).
-_GPU_SAMPLE_SLOTS = tuple(GpuSample.__dict__[field.name] for field in dataclass_fields(GpuSample))
-_SET_SLOT = type(_GPU_SAMPLE_SLOTS[0]).__set__
-_new_object = object.__new__
+# GpuSample is a frozen dataclass: its __init__ sets each of its 15 fields through object.__setattr__ (about
+# 4 us a sample on the development box, half the cost of reading a row), and even writing each slot through
+# its descriptor costs about 3.5 us. A row's sample is built as a _GpuSampleBuilder instead, whose plain
+# attribute stores cost about 0.9 us in all (equal to GpuSample(*values); tests/unit/test_dmon.py checks it).
+
+
+class _GpuSampleBuilder:
+    """A GpuSample built with plain slot stores, which becomes a real GpuSample at the end of __init__.
+
+    Its slots are GpuSample's, in the same order (checked below), so the instance has GpuSample's memory
+    layout and Python allows the class change. A burst of rows is built by ``map(_GpuSampleBuilder,
+    *columns)``, one row by ``_GpuSampleBuilder(*values)``.
+    """
+
+    __slots__ = tuple(field.name for field in dataclass_fields(GpuSample))
+
+    def __init__(  # noqa: PLR0917 - mapped over the columns of a burst, positionally
+        self,
+        gpu: int,
+        sm_pct: float | None,
+        mem_util_pct: float | None,
+        fb_used_mib: float | None,
+        fb_total_mib: float | None,
+        power_w: float | None,
+        power_limit_w: float | None,
+        gpu_temp_c: float | None,
+        mem_temp_c: float | None,
+        sm_clock_mhz: float | None,
+        mem_clock_mhz: float | None,
+        uuid: str | None,
+        name: str | None,
+        printed_time: str | None,
+        extra: Mapping[str, float | None],
+    ) -> None:
+        self.gpu = gpu
+        self.sm_pct = sm_pct
+        self.mem_util_pct = mem_util_pct
+        self.fb_used_mib = fb_used_mib
+        self.fb_total_mib = fb_total_mib
+        self.power_w = power_w
+        self.power_limit_w = power_limit_w
+        self.gpu_temp_c = gpu_temp_c
+        self.mem_temp_c = mem_temp_c
+        self.sm_clock_mhz = sm_clock_mhz
+        self.mem_clock_mhz = mem_clock_mhz
+        self.uuid = uuid
+        self.name = name
+        self.printed_time = printed_time
+        self.extra = extra
+        # The class change a layout-compatible object allows (object's own __class__, not a slot).
+        self.__class__ = GpuSample  # type: ignore[assignment]
+
+
+# __init__ takes GpuSample's fields in GpuSample's order (tests/unit/test_dmon.py checks it by name); the
+# slots of both must be the same, in the same order, for the class change to be allowed and to be right.
+if _GpuSampleBuilder.__slots__ != GpuSample.__slots__:
+    raise TypeError("_GpuSampleBuilder must have GpuSample's slots, in GpuSample's order")
+
+
+def _gpu_samples(*columns: Iterable[object]) -> list[GpuSample]:
+    """``[GpuSample(*values) for values in zip(*columns)]`` (each column gives one field, in GpuSample's
+    order), built by C-level iteration and slot stores."""
+    return cast(list[GpuSample], list(map(_GpuSampleBuilder, *columns)))
 
 
 def _gpu_sample(values: tuple[object, ...]) -> GpuSample:
     """``GpuSample(*values)`` with every field given, without the frozen dataclass's per-field setattr."""
-    sample: GpuSample = _new_object(GpuSample)
-    # Every __set__ returns None, so any() runs the map to its end.
-    any(map(_SET_SLOT, _GPU_SAMPLE_SLOTS, repeat(sample), values))
-    return sample
+    return cast(GpuSample, _GpuSampleBuilder(*values))  # type: ignore[arg-type]
 
 
 def parse_dmon(text: str) -> list[GpuSample]:

@@ -37,7 +37,7 @@ from trainmon_tui.parsers.smi_status import (
 )
 from trainmon_tui.sanitize import clean_remote_text
 from trainmon_tui.state.store import Store
-from trainmon_tui.transport.runner import CommandRunner, LineStream
+from trainmon_tui.transport.runner import BufferedLineStream, CommandRunner, LineStream
 from trainmon_tui.transport.session import TransportError
 from trainmon_tui.transport.streams import ChannelRefusedError, CommandResult, OutputTooLargeError
 from trainmon_tui.transport.ticks import DEFAULT_DELIVERY_TICK_S, on_grid, sleep_until
@@ -290,6 +290,9 @@ class GpuCollector:
 
     async def _read_dmon(self, stream: LineStream, run: _DmonRun) -> None:
         """Parse every dmon line into the store until the output ends; raises what ended it otherwise."""
+        if isinstance(stream, BufferedLineStream):
+            await self._read_dmon_bursts(stream, run)
+            return
         loop = asyncio.get_running_loop()
         parser = DmonParser(inventory=self._inventory)
         inventory = self._inventory
@@ -309,6 +312,39 @@ class GpuCollector:
                 run.delivered = True
                 self._set_source(GpuSource.DMON, "")
             store.apply_gpu(host, sample, clock())
+
+    async def _read_dmon_bursts(self, stream: BufferedLineStream, run: _DmonRun) -> None:
+        """:meth:`_read_dmon` for a stream that hands over every line it holds: each wake-up reads the packet
+        that woke it (a host's 8 GPU rows, maybe headers) as one burst, parsed together, then stored.
+
+        Nothing else runs between the lines of a burst (the stream hands them out without waiting), so
+        reading them together changes nothing another task could see.
+        """
+        loop = asyncio.get_running_loop()
+        parser = DmonParser(inventory=self._inventory)
+        inventory = self._inventory
+        store, host, clock, take_lines = self._store, self.host, self._clock, stream.take_lines
+        async for line in stream:
+            if self._inventory is not inventory:
+                # A query learnt the inventory again (a power limit may have changed): rows carry the news.
+                inventory = self._inventory
+                parser.set_inventory(inventory)
+            lines = [line]
+            lines += take_lines()
+            foreign: list[str] | None = [] if len(run.foreign) < _KEPT_FOREIGN_LINES else None
+            samples = parser.feed_lines(lines, foreign)
+            if foreign:
+                run.foreign += [text.strip() for text in foreign[: _KEPT_FOREIGN_LINES - len(run.foreign)]]
+            if not samples:
+                continue
+            run.last_row_t = loop.time()
+            if not run.delivered:
+                run.delivered = True
+                self._set_source(GpuSource.DMON, "")
+            # One call per sample: a Store.apply_gpus for the burst saved nothing measurable (the cost is
+            # in each GPU's history, not in the call).
+            for sample in samples:
+                store.apply_gpu(host, sample, clock())
 
     async def _watch_dmon(self, reader: asyncio.Task[None], run: _DmonRun) -> bool:
         """Run the queries dmon needs while ``reader`` reads it; True once dmon stayed silent too long,
