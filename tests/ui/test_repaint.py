@@ -375,3 +375,36 @@ async def test_every_panel_row_on_the_dashboard_is_drawn_as_rich_would_draw_it()
                         assert strip is None or list(strip) == list(general), (panel.id, key)
         # The shortcut is what draws the rows that fit (the narrow ones are cut by the general way).
         assert fast > 40
+
+
+async def test_a_host_row_that_reads_the_same_is_not_made_again_and_follows_a_theme() -> None:
+    # Every host row is looked at every second; most read as they did (rounded numbers, a few heat levels).
+    scenario = sc.build_scenario()
+    app = _app(scenario)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        fleet = _fleet(app)
+        key = ("host", sc.UP_HOST)
+        width = fleet.size.width
+        first = fleet.render_row(key, width)
+        assert fleet.render_row(key, width) is first
+        # GPU 1 reports its reading again (a new sample, a new snapshot): the row reads the same.
+        latest = fleet.snapshot.hosts[sc.UP_HOST].gpu(1).latest  # type: ignore[union-attr]
+        scenario.store.apply_gpu(sc.UP_HOST, latest, scenario.clock())
+        app.refresh_from_source(force=True)
+        await pilot.pause()
+        assert fleet.render_row(key, width) is first
+        # A GPU that drops to 7 %: another heat cell and mean, a new row.
+        scenario.store.apply_gpu(sc.UP_HOST, GpuSample(gpu=1, sm_pct=7.0), scenario.clock())
+        app.refresh_from_source(force=True)
+        await pilot.pause()
+        changed = fleet.render_row(key, width)
+        assert changed is not first and changed.plain != first.plain
+        # Another theme: the same pieces of text in the new theme's styles.
+        host_style = fleet.get_component_rich_style("fleet-view--host")
+        app.theme = "textual-light"
+        await pilot.pause()
+        light = fleet.render_row(key, width)
+        assert light.plain == changed.plain
+        assert fleet.get_component_rich_style("fleet-view--host") != host_style
+        assert [span.style for span in light.spans][1] == fleet.get_component_rich_style("fleet-view--host")

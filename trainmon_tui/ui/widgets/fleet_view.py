@@ -17,6 +17,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -52,6 +53,8 @@ _NAME_CELLS = 14
 # GPU model names kept made-inert (a fleet has a handful; the bound only guards against a host that lies).
 _MAX_MODELS = 64
 _STALE_NOTE_CELLS = 12
+# Host rows kept to compare with (a bound in case hosts come and go by the thousand).
+_MAX_KEPT_HOST_ROWS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,8 @@ class FleetView(RowList):
         self._ranks: dict[str, dict[int, list[str]]] = {}
         self._hosts: Mapping[str, HostSnapshot] = {}
         self._models: dict[str, str] = {}
+        # Host name -> (the pieces of its row, the row made of them), see _host_row.
+        self._host_texts: dict[str, tuple[tuple[tuple[str, Style | None], ...], Text]] = {}
 
     # ----------------------------------------------------------------------------------------- data
 
@@ -226,23 +231,43 @@ class FleetView(RowList):
         return self._gpu_row(host, gpu, width)
 
     def _host_row(self, host: HostSnapshot, width: int) -> Text:
+        """The host's row; the one made last time when its pieces are the same (see :meth:`_host_pieces`)."""
+        pieces = self._host_pieces(host, width)
+        kept = self._host_texts.get(host.name)
+        if kept is not None and kept[0] == pieces:
+            return kept[1]
+        text = Text(no_wrap=True)
+        for piece, style in pieces:
+            text.append(piece, style)
+        if len(self._host_texts) >= _MAX_KEPT_HOST_ROWS:
+            self._host_texts.clear()
+        self._host_texts[host.name] = (pieces, text)
+        return text
+
+    def _host_pieces(self, host: HostSnapshot, width: int) -> tuple[tuple[str, Style | None], ...]:
+        """The host row as (text, style) pieces, in order.
+
+        Every host row is looked at every second, and most of them read the same as a second ago (rounded
+        numbers, a heat strip of a few levels): comparing pieces costs a third of making the row's Text.
+        """
         assert self.snapshot is not None
         now = self.snapshot.now
         badge = host_badge(host, now, self.stale_s)
-        text = Text(no_wrap=True)
-        text.append("▸ " if host.name in self.collapsed else "▾ ", self._style("dim"))
-        text.append(shorten(host.name, _NAME_CELLS).ljust(_NAME_CELLS), self._style("host"))
-        text.append(" ")
-        text.append(shorten(badge.text, 30), self._style(badge.state))
+        dim = self._style("dim")
+        pieces: list[tuple[str, Style | None]] = [
+            ("▸ " if host.name in self.collapsed else "▾ ", dim),
+            (shorten(host.name, _NAME_CELLS).ljust(_NAME_CELLS), self._style("host")),
+            (" ", None),
+            (shorten(badge.text, 30), self._style(badge.state)),
+        ]
         if host.gpu_status is not None:
-            text.append("  GPUs unreadable: ", self._style("down"))
-            text.append(clean_remote_text(host.gpu_status.reason), self._style("down"))
-            return text
+            down = self._style("down")
+            pieces += [("  GPUs unreadable: ", down), (clean_remote_text(host.gpu_status.reason), down)]
+            return tuple(pieces)
         if not host.gpus:
-            return text
-        text.append("  ")
-        # The heat strip, one cell per GPU; neighbours drawn alike are appended as one piece (64 host rows
-        # are drawn every second).
+            return tuple(pieces)
+        pieces.append(("  ", None))
+        # The heat strip, one cell per GPU; neighbours drawn alike make one piece.
         stale_style = self._style("stale")
         fresh: list[GpuSnapshot] = []
         cells: list[str] = []
@@ -254,11 +279,11 @@ class FleetView(RowList):
                 fresh.append(gpu)
                 cell, style = level_char(gpu.latest.sm_pct), self._sm_style(gpu.latest.sm_pct)
             if style != cells_style and cells:
-                text.append("".join(cells), cells_style)
+                pieces.append(("".join(cells), cells_style))
                 cells = []
             cells.append(cell)
             cells_style = style
-        text.append("".join(cells), cells_style)
+        pieces.append(("".join(cells), cells_style))
         sm_values = [gpu.latest.sm_pct for gpu in fresh if gpu.latest.sm_pct is not None]
         mean_sm = sum(sm_values) / len(sm_values) if sm_values else None
         used = [gpu.latest.fb_used_mib for gpu in fresh]
@@ -266,15 +291,17 @@ class FleetView(RowList):
         used_sum = None if not used or None in used else sum(u for u in used if u is not None)
         total_sum = None if None in totals else sum(t for t in totals if t is not None)
         temps = [gpu.latest.gpu_temp_c for gpu in fresh if gpu.latest.gpu_temp_c is not None]
-        text.append(
-            f"  {len(host.gpus)} GPU  SM {fmt_pct(mean_sm)}  {fmt_memory(used_sum, total_sum)}"
-            f"  max {fmt_temp(max(temps) if temps else None)}",
-            self._style("dim"),
+        pieces.append(
+            (
+                f"  {len(host.gpus)} GPU  SM {fmt_pct(mean_sm)}  {fmt_memory(used_sum, total_sum)}"
+                f"  max {fmt_temp(max(temps) if temps else None)}",
+                dim,
+            )
         )
         model = host.gpus[0].latest.name
-        if model and width - text.cell_len > len(model) + 2:
-            text.append(f"  {self._clean_model(model)}", self._style("dim"))
-        return text
+        if model and width - sum(cell_len(piece) for piece, _ in pieces) > len(model) + 2:
+            pieces.append((f"  {self._clean_model(model)}", dim))
+        return tuple(pieces)
 
     def _clean_model(self, model: str) -> str:
         """The GPU model as shown (made inert), worked out once per model name: every host row shows it."""

@@ -181,7 +181,11 @@ class RowList(PassStyle, ScrollView, can_focus=True):
             key = self._keys[index]
             text = self.render_row(key, width)
             previous = drawn.get(key)
-            if previous is None or previous.width != width or previous.text != text:
+            if (
+                previous is None
+                or previous.width != width
+                or (previous.text is not text and previous.text != text)
+            ):
                 self._fresh[key] = text
                 self.refresh_line(index)
 
@@ -193,8 +197,8 @@ class RowList(PassStyle, ScrollView, can_focus=True):
         return True
 
     def render_row(self, key: Hashable, width: int) -> Text:
-        """The text of one row, at most ``width`` cells (longer text is cut); a new Text on every call (the
-        list keeps it to compare the next one with)."""
+        """The text of one row, at most ``width`` cells (longer text is cut). The list never changes it: it
+        keeps it to compare the next one with, so a subclass may hand out the same Text again."""
         raise NotImplementedError
 
     def component_style(self, name: str) -> Style:
@@ -231,7 +235,7 @@ class RowList(PassStyle, ScrollView, can_focus=True):
             and drawn.width == width
             and drawn.mark == mark
             and drawn.base_style == base_style
-            and drawn.text == text
+            and (drawn.text is text or drawn.text == text)
         ):
             return drawn.strip
         strip = None if mark else appended_row_strip(text, width, base_style)
