@@ -999,11 +999,13 @@ async def test_compute_apps_run_again_only_when_the_processes_change_or_the_refr
         await runner.listing(ALIVE)
         assert dict(host(store, clock).gpu_of_pid) == {RANK0: (0,), RANK1: (1,), RANK2: (2,)}
         # The same processes in every listing: the answer cannot have changed, so it is not asked again...
-        for _ in range(4):
+        listings = round(proc_collector.DEFAULT_APPS_REFRESH_S / 3.0)
+        assert listings * 3.0 == proc_collector.DEFAULT_APPS_REFRESH_S
+        for _ in range(listings - 1):
             clock.now += 3.0
             await runner.listing(ALIVE)
         assert len(runner.calls_of("nvidia-smi")) == 1
-        # ... until the refresh is due (15 s after the answer).
+        # ... until the refresh is due (DEFAULT_APPS_REFRESH_S after the answer).
         clock.now += 3.0
         await runner.listing(ALIVE)
         assert len(runner.calls_of("nvidia-smi")) == 2
