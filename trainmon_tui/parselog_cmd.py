@@ -24,7 +24,8 @@ from trainmon_tui.analysis.durations import format_duration
 from trainmon_tui.analysis.eta import Eta, estimate_eta
 from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parsers.trainlog.base import all_finite
-from trainmon_tui.parsers.trainlog.engine import ColumnBlock, LogParser, rank_from_path
+from trainmon_tui.parsers.trainlog.engine import ColumnBlock, LogParser
+from trainmon_tui.parsers.trainlog.paths import rank_from_path
 from trainmon_tui.sanitize import clean_remote_text
 
 # Enough (time, step) points for a robust recent rate, few enough to stay small for any log.

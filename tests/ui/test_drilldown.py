@@ -19,7 +19,8 @@ from textual.screen import Screen
 
 from tests.ui.scenario import LLAMA, LLAMA_RANKS, STALE_GPU, T_END, UP_HOST, Scenario, build_scenario
 from trainmon_tui.model import EventKind
-from trainmon_tui.parsers.trainlog.engine import LogParser, rank_from_path
+from trainmon_tui.parsers.trainlog.engine import LogParser
+from trainmon_tui.parsers.trainlog.paths import rank_from_path
 from trainmon_tui.state.store import Store, StoreSnapshot
 from trainmon_tui.ui.app import TrainmonApp
 from trainmon_tui.ui.screens.host import HostScreen

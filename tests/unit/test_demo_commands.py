@@ -42,7 +42,8 @@ from trainmon_tui.parsers.smi_csv import (
     parse_query_gpu,
 )
 from trainmon_tui.parsers.smi_status import INVALID_QUERY, NOT_INSTALLED, classify_smi_failure
-from trainmon_tui.parsers.trainlog.engine import LogParser, rank_from_path
+from trainmon_tui.parsers.trainlog.engine import LogParser
+from trainmon_tui.parsers.trainlog.paths import rank_from_path
 from trainmon_tui.state.store import Store
 from trainmon_tui.transport.gpu_collector import failure_reason, query_gpu_argv
 from trainmon_tui.transport.log_collector import TailDemux, list_argv, parse_listing, tail_argv

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainmon_tui.model import EventKind, LogEvent, LogRecord
-from trainmon_tui.parsers.trainlog.engine import LogParser, _make_record, parse_lines, rank_from_path
+from trainmon_tui.parsers.trainlog.engine import LogParser, _make_record, parse_lines
+from trainmon_tui.parsers.trainlog.paths import rank_from_path
 
 LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 

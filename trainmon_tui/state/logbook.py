@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from trainmon_tui.parsers.trainlog.engine import rank_from_path
+from trainmon_tui.parsers.trainlog.paths import rank_from_path
 from trainmon_tui.sanitize import clean_remote_text
 
 #: Lines per storage chunk: the unit in which old lines are dropped.

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 
 from trainmon_tui.config import RunConfig
 from trainmon_tui.model import LogEvent, LogRecord
-from trainmon_tui.parsers.trainlog.engine import LogParser, rank_from_path
+from trainmon_tui.parsers.trainlog.engine import LogParser
+from trainmon_tui.parsers.trainlog.paths import rank_from_path
 from trainmon_tui.sanitize import clean_remote_text
 from trainmon_tui.state.store import Store
 from trainmon_tui.transport.runner import CommandRunner

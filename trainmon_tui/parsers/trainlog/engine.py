@@ -595,7 +595,8 @@ class LogParser:
     ) -> None:
         """``extra_metrics``: (name, regex with a ``(?P<value>...)`` group) read from every line, raising
         ValueError for a bad pattern. ``default_rank``: the rank of lines without a rank prefix (e.g. from the
-        file name, see :func:`rank_from_path`). ``families``: the line families to try, in order."""
+        file name, see :func:`~trainmon_tui.parsers.trainlog.paths.rank_from_path`). ``families``: the line
+        families to try, in order."""
         self._default_rank = default_rank
         patterns = MetricPatterns(extra_metrics)
         self._extra_metrics = patterns if patterns else None
@@ -1131,22 +1132,6 @@ class LogParser:
         rank = None if rank_span is None else int(text[rank_span[0] : rank_span[1]])
         stamp = None if stamp_spans is None else _stamp_at(text, stamp_spans)
         return (text[start:] if start else text), rank, stamp
-
-
-_RANK_IN_NAME_RE = re.compile(r"(?<![a-z])rank[_-]?(\d{1,6})(?!\d)", re.IGNORECASE)
-_WORKER_IN_NAME_RE = re.compile(r"(?<![a-z])worker[_-]?(\d{1,6})(?!\d)", re.IGNORECASE)
-
-
-def rank_from_path(path: str) -> int | None:
-    """The rank a per-rank log's name gives (``rank0.log``, ``rank_3.txt``, ``train-rank12.log``,
-    ``worker_2.log``, ``node1_rank3.log``, ``logs/rank5/out.txt``); None when the name gives none."""
-    parts = path.replace("\\", "/").rstrip("/").split("/")
-    for part in reversed(parts[-2:]):
-        for pattern in (_RANK_IN_NAME_RE, _WORKER_IN_NAME_RE):
-            match = pattern.search(part)
-            if match is not None:
-                return int(match[1])
-    return None
 
 
 def parse_lines(
