@@ -21,7 +21,7 @@ from textual.geometry import Region
 
 from tests.ui import scenario as sc
 from trainmon_tui.analysis.alerts import Alert
-from trainmon_tui.model import GpuSample
+from trainmon_tui.model import GpuSample, LogRecord
 from trainmon_tui.state.store import HostState, RunSnapshot, Store, StoreSnapshot
 from trainmon_tui.ui.app import DEFAULT_REFRESH_HZ, MAX_REFRESH_HZ, TrainmonApp
 from trainmon_tui.ui.screens.dashboard import ALERTS_EVERY_S, CHART_EVERY_S, DashboardScreen
@@ -408,3 +408,32 @@ async def test_a_host_row_that_reads_the_same_is_not_made_again_and_follows_a_th
         assert light.plain == changed.plain
         assert fleet.get_component_rich_style("fleet-view--host") != host_style
         assert [span.style for span in light.spans][1] == fleet.get_component_rich_style("fleet-view--host")
+
+
+async def test_a_chart_with_no_metric_yet_is_drawn_as_soon_as_its_run_prints_one() -> None:
+    # At start the first log lines come seconds after the first frame: the chart must not wait CHART_EVERY_S
+    # (it once said "no metrics yet" beside a runs panel that showed the loss).
+    clock = sc.FakeClock(100.0)
+    store = Store()
+    store.set_host_status("node-0", HostState.UP, 100.0)
+    store.apply_record("llama", "node-0", LogRecord(1, 0, 10, 1000), 100.0)  # progress, no metric
+    app = TrainmonApp(sc.ScenarioSource(store, clock), title="t", clock=sc.build_scenario().wall_clock)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        assert screen.chart.metric is None and not screen.chart.drawn
+        clock.advance(1.0)
+        store.apply_record("llama", "node-0", LogRecord(2, 0, 11, 1000, metrics={"loss": 2.5}), clock())
+        clock.advance(1.0)
+        store.apply_record("llama", "node-0", LogRecord(3, 0, 12, 1000, metrics={"loss": 2.4}), clock())
+        app.refresh_from_source()
+        await pilot.pause()
+        assert screen.chart.metric == "loss" and screen.chart.drawn
+        # From then on the chart follows its period again.
+        drawn_at = screen._chart_drawn_at
+        clock.advance(1.0)
+        store.apply_record("llama", "node-0", LogRecord(4, 0, 13, 1000, metrics={"loss": 2.3}), clock())
+        app.refresh_from_source()
+        await pilot.pause()
+        assert screen._chart_drawn_at == drawn_at

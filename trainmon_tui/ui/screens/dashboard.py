@@ -232,12 +232,15 @@ class DashboardScreen(Screen[None]):
         if snapshot is None or not chart.display or chart.size.height == 0:
             # A hidden chart costs nothing: it is drawn when it is shown.
             return
-        drawn = self._chart_drawn_at
-        if periodic and drawn is not None and 0 <= snapshot.now - drawn < CHART_EVERY_S:
-            return
-        self._chart_drawn_at = snapshot.now
         run_name = self.runs.run_of_cursor()
         run = None if run_name is None else snapshot.runs.get(run_name)
+        drawn = self._chart_drawn_at
+        # A chart that had no metric to show is drawn as soon as its run has one, not up to CHART_EVERY_S
+        # later (at start, the first lines come a few seconds after the first frame).
+        first_lines = chart.metric is None and run is not None and bool(run.metrics)
+        if periodic and not first_lines and drawn is not None and 0 <= snapshot.now - drawn < CHART_EVERY_S:
+            return
+        self._chart_drawn_at = snapshot.now
         chart.show(snapshot, run)
 
     def on_resize(self) -> None:
