@@ -289,48 +289,27 @@ class GpuCollector:
         )
 
     async def _read_dmon(self, stream: LineStream, run: _DmonRun) -> None:
-        """Parse every dmon line into the store until the output ends; raises what ended it otherwise."""
-        if isinstance(stream, BufferedLineStream):
-            await self._read_dmon_bursts(stream, run)
-            return
-        loop = asyncio.get_running_loop()
-        parser = DmonParser(inventory=self._inventory)
-        inventory = self._inventory
-        store, host, clock = self._store, self.host, self._clock
-        async for line in stream:
-            if self._inventory is not inventory:
-                # A query learnt the inventory again (a power limit may have changed): rows carry the news.
-                inventory = self._inventory
-                parser.set_inventory(inventory)
-            sample = parser.feed(line)
-            if sample is None:
-                if len(run.foreign) < _KEPT_FOREIGN_LINES and (text := line.strip()) and text[0] != "#":
-                    run.foreign.append(text)
-                continue
-            run.last_row_t = loop.time()
-            if not run.delivered:
-                run.delivered = True
-                self._set_source(GpuSource.DMON, "")
-            store.apply_gpu(host, sample, clock())
+        """Parse every dmon line into the store until the output ends; raises what ended it otherwise.
 
-    async def _read_dmon_bursts(self, stream: BufferedLineStream, run: _DmonRun) -> None:
-        """:meth:`_read_dmon` for a stream that hands over every line it holds: each wake-up reads the packet
-        that woke it (a host's 8 GPU rows, maybe headers) as one burst, parsed together, then stored.
-
-        Nothing else runs between the lines of a burst (the stream hands them out without waiting), so
-        reading them together changes nothing another task could see.
+        A stream that hands over every line it holds (:class:`BufferedLineStream`: the SSH and local ones)
+        is read a packet at a time - a host's 8 GPU rows, maybe headers - parsed together; another stream a
+        line at a time (``feed_lines`` reads a lone line as ``feed`` does). Nothing else runs between the
+        lines of a packet (the stream hands them out without waiting), so reading them together changes
+        nothing another task could see.
         """
         loop = asyncio.get_running_loop()
         parser = DmonParser(inventory=self._inventory)
         inventory = self._inventory
-        store, host, clock, take_lines = self._store, self.host, self._clock, stream.take_lines
+        store, host, clock = self._store, self.host, self._clock
+        take_lines = stream.take_lines if isinstance(stream, BufferedLineStream) else None
         async for line in stream:
             if self._inventory is not inventory:
                 # A query learnt the inventory again (a power limit may have changed): rows carry the news.
                 inventory = self._inventory
                 parser.set_inventory(inventory)
             lines = [line]
-            lines += take_lines()
+            if take_lines is not None:
+                lines += take_lines()
             foreign: list[str] | None = [] if len(run.foreign) < _KEPT_FOREIGN_LINES else None
             samples = parser.feed_lines(lines, foreign)
             if foreign:
