@@ -16,7 +16,10 @@ shared box the second moves less):
 * ``parse-log --json`` as the command runs it (:func:`~trainmon_tui.parselog_cmd.write_json`: blocks of lines
   read and split, ``LogParser.feed_block`` on each, every record JSON-encoded and written to ``/dev/null``);
 * the parser alone (the same blocks through ``feed_block``, nothing encoded);
-* ``parse-log`` without ``--json`` (the per-rank text summary).
+* ``parse-log`` without ``--json`` (the per-rank text summary);
+* both again read in parts by ``--jobs`` processes (default: one per CPU), as the command does by default
+  for a file this large (``parselog_parallel``); their CPU column adds up every process's time. Before the
+  timings, both outputs of the parallel read are compared byte for byte with the one-process read.
 
 With ``--before DIR`` (a copy of the package at an earlier commit, e.g. ``git archive REV trainmon_tui | tar
 -x -C DIR``), the same three paths of that copy and of the working tree run side by side in this process,
@@ -33,12 +36,16 @@ time per line for each fixture folder alone (one log family each), so a slow fam
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import io
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -48,7 +55,14 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trainmon_tui.parselog_cmd import iter_log_blocks, open_log, summarise, write_json  # noqa: E402
+from trainmon_tui.parselog_cmd import (  # noqa: E402
+    iter_log_blocks,
+    open_log,
+    summarise,
+    write_json,
+    write_text,
+)
+from trainmon_tui.parselog_parallel import default_jobs  # noqa: E402
 from trainmon_tui.parsers.trainlog.engine import LogParser  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "logs"
@@ -134,10 +148,28 @@ def parse_log_json(path: Path) -> Outcome:
     return Outcome(0)
 
 
-def parse_log_text(path: Path) -> Outcome:
+def parse_log_text(path: Path, jobs: int = 1) -> Outcome:
     """What ``parse-log FILE`` runs before it prints its summary (the printing is a few lines)."""
-    summary = summarise(str(path))
+    summary = summarise(str(path), jobs)
     return Outcome(summary.lines, summary.record_count, sum(summary.event_counts.values()), summary.format)
+
+
+def parse_log_json_jobs(path: Path, jobs: int) -> Outcome:
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        write_json(str(path), sink, jobs)
+    return Outcome(0)
+
+
+def _digest_of_outputs(path: Path, jobs: int) -> tuple[str, str]:
+    """SHA-256 of the JSON and of the text output, read by ``jobs`` processes."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as json_out:
+        write_json(str(path), json_out, jobs)
+        json_out.flush()
+        json_digest = hashlib.file_digest(json_out.buffer, "sha256")  # type: ignore[arg-type]
+    with io.StringIO() as text_out:
+        write_text(summarise(str(path), jobs), text_out)
+        text_digest = hashlib.sha256(text_out.getvalue().encode("utf-8"))
+    return json_digest.hexdigest(), text_digest.hexdigest()
 
 
 def parser_only(path: Path) -> Outcome:
@@ -176,6 +208,13 @@ def per_folder(min_lines: int = 20_000) -> list[tuple[str, int, float]]:
     return results
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the children it has waited for (the processes of a parallel read)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _interleaved_medians(
     runs: Mapping[str, Callable[[Path], Outcome]], path: Path, repeat: int
 ) -> dict[str, tuple[float, float, Outcome]]:
@@ -186,9 +225,9 @@ def _interleaved_medians(
     for _ in range(repeat):
         for label, run in runs.items():
             start = time.perf_counter()
-            cpu_start = time.process_time()
+            cpu_start = _cpu_seconds()
             outcomes[label] = run(path)
-            cpu_times[label].append(time.process_time() - cpu_start)
+            cpu_times[label].append(_cpu_seconds() - cpu_start)
             times[label].append(time.perf_counter() - start)
     return {
         label: (statistics.median(times[label]), statistics.median(cpu_times[label]), outcomes[label])
@@ -297,8 +336,8 @@ def floor_costs(path: Path, sample_lines: int = 200_000) -> None:
     print(f"- a LogRecord (dataclass constructor): {made:.3f} per record")
 
 
-def _cli_seconds(path: Path) -> float:
-    command = [sys.executable, "-m", "trainmon_tui", "parse-log", str(path), "--json"]
+def _cli_seconds(path: Path, jobs: int) -> float:
+    command = [sys.executable, "-m", "trainmon_tui", "parse-log", str(path), "--json", "--jobs", str(jobs)]
     start = time.perf_counter()
     with open(os.devnull, "w") as sink:
         subprocess.run(command, stdout=sink, check=True, cwd=ROOT)
@@ -319,19 +358,31 @@ def main() -> None:
     parser.add_argument(
         "--before", type=Path, help="a copy of the package at an earlier commit, compared side by side"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="processes of the parallel rows (default: the CPUs)"
+    )
     args = parser.parse_args()
+    jobs = args.jobs
 
     path = build_input(args.lines)
     size_mb = path.stat().st_size / 1e6
     print(f"load average before: {_load()}")
-    runs = {
+    one_process = _digest_of_outputs(path, 1)
+    in_parts = _digest_of_outputs(path, jobs)
+    same = "identical" if one_process == in_parts else f"DIFFERENT ({one_process} vs {in_parts})"
+    print(f"outputs of {jobs} processes and of one (JSON, text): {same}")
+    json_jobs = f"parse-log --json, {jobs} processes"
+    runs: dict[str, Callable[[Path], Outcome]] = {
         "bare `for line in file`": bare_read,
         "parse-log --json (parser + JSON)": parse_log_json,
         "parser alone (feed_block)": parser_only,
         "parse-log, text summary": parse_log_text,
+        json_jobs: lambda p: parse_log_json_jobs(p, jobs),
+        f"parse-log, text summary, {jobs} processes": lambda p: parse_log_text(p, jobs),
     }
     results = _interleaved_medians(runs, path, args.repeat)
-    cli_s = _cli_seconds(path)
+    cli_one_s = _cli_seconds(path, 1)
+    cli_s = _cli_seconds(path, jobs)
     lines, records, events, detected = results["parser alone (feed_block)"][2]
     if lines != results["bare `for line in file`"][2].lines:
         raise SystemExit(
@@ -353,14 +404,17 @@ def main() -> None:
             f"| {label} | {seconds:.3f} | {lines / seconds:,.0f} | {seconds / lines * 1e6:.2f} "
             f"| {seconds / bare_s:.1f} | {cpu_seconds:.3f} | {lines / cpu_seconds:,.0f} |"
         )
-    print(
-        f"| `trainmon-tui parse-log FILE --json > /dev/null` (subprocess, once, wall) | {cli_s:.3f} "
-        f"| {lines / cli_s:,.0f} | {cli_s / lines * 1e6:.2f} | {cli_s / bare_s:.1f} | - | - |"
-    )
+    for label, seconds in (("--jobs 1", cli_one_s), (f"--jobs {jobs}", cli_s)):
+        print(
+            f"| `trainmon-tui parse-log FILE --json {label} > /dev/null` (subprocess, once, wall) "
+            f"| {seconds:.3f} | {lines / seconds:,.0f} | {seconds / lines * 1e6:.2f} "
+            f"| {seconds / bare_s:.1f} | - | - |"
+        )
     print()
-    json_rate = lines / results["parse-log --json (parser + JSON)"][0]
-    verdict = "met" if json_rate >= TARGET_LINES_PER_S else "NOT met"
-    print(f"target >= {TARGET_LINES_PER_S:,} lines/s for parse-log --json: {verdict} ({json_rate:,.0f})")
+    for label in (json_jobs, f"parse-log, text summary, {jobs} processes"):
+        rate = lines / results[label][0]
+        verdict = "met" if rate >= TARGET_LINES_PER_S else "NOT met"
+        print(f"target >= {TARGET_LINES_PER_S:,} lines/s, {label}: {verdict} ({rate:,.0f})")
     print()
     floor_costs(path)
     print()

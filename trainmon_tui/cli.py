@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parse_log = sub.add_parser("parse-log", help="show what trainmon-tui reads in a training log")
     parse_log.add_argument("path", help="log file to read ('-' for standard input)")
     parse_log.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parse_log.add_argument(
+        "--jobs",
+        type=_job_count,
+        default=None,
+        metavar="N",
+        help="processes to read a large log with, same output (default: one per CPU, at most 8; 1: this one)",
+    )
     report = sub.add_parser(
         "report",
         help="collect from every host for a while and print a status report",
@@ -65,6 +72,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _job_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of processes: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
 def entry() -> int:
     """The program as installed (``trainmon-tui``, ``python -m trainmon_tui``): :func:`main` on the command
     line, in a process whose garbage collector runs rarely (:mod:`trainmon_tui.gc_policy`)."""
@@ -79,7 +96,7 @@ def main(argv: Sequence[str] | None = None, *, settle_gc: bool = False) -> int:
         from trainmon_tui.parselog_cmd import run_parse_log  # noqa: PLC0415
 
         _settle(settle_gc)
-        return run_parse_log(args.path, as_json=args.json, out=sys.stdout)
+        return run_parse_log(args.path, as_json=args.json, out=sys.stdout, jobs=args.jobs)
     if args.command == "report":
         from trainmon_tui.report_cmd import run_report  # noqa: PLC0415
 

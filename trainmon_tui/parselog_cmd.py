@@ -7,13 +7,14 @@ masked.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import operator
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -23,6 +24,15 @@ from typing import IO, Any
 from trainmon_tui.analysis.durations import format_duration
 from trainmon_tui.analysis.eta import Eta, estimate_eta
 from trainmon_tui.model import LogEvent, LogRecord
+from trainmon_tui.parselog_parallel import (
+    DEFAULT_SIZES,
+    ParallelReadError,
+    PartSizes,
+    ReadTotals,
+    can_read_in_parts,
+    default_jobs,
+    read_in_parts,
+)
 from trainmon_tui.parsers.trainlog.base import all_finite
 from trainmon_tui.parsers.trainlog.engine import ColumnBlock, LogParser
 from trainmon_tui.parsers.trainlog.paths import rank_from_path
@@ -31,6 +41,8 @@ from trainmon_tui.sanitize import clean_remote_text
 # Enough (time, step) points for a robust recent rate, few enough to stay small for any log.
 _ETA_POINTS = 4096
 _MAX_EVENTS_SHOWN = 50
+# A rank's progress fields, each the latest known value (RankSummary).
+_PROGRESS_FIELDS = ("step", "total_steps", "epoch", "total_epochs", "batch", "batches_per_epoch")
 # Characters read per block: about ten thousand lines of a typical log, a few MB of memory at most.
 _CHUNK_CHARS = 1 << 20
 
@@ -315,6 +327,11 @@ class RankSummary:
     records: int = 0
     # (timestamp, global progress in steps) for the ETA, newest last.
     progress_points: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_ETA_POINTS))
+    # A summary of part of a log (see ParseSummary.merge): progress that depends on the epoch or the batches
+    # per epoch before the part is left open, as (position in progress_points, batch, epoch, batches per
+    # epoch) with what the part knew then; its point holds NaN until merged.
+    midway: bool = False
+    open_points: list[tuple[int, int, float | None, int | None]] = field(default_factory=list)
 
     def absorb(self, record: LogRecord) -> None:
         self.records += 1
@@ -336,6 +353,37 @@ class RankSummary:
             done = self._steps_done(record)
             if done is not None:
                 self.progress_points.append((record.timestamp, done))
+            elif self.midway and record.batch is not None and None in (self.epoch, self.batches_per_epoch):
+                self.open_points.append(
+                    (len(self.progress_points), record.batch, self.epoch, self.batches_per_epoch)
+                )
+                self.progress_points.append((record.timestamp, math.nan))
+
+    def merge(self, later: RankSummary) -> None:
+        """Fold in the summary of the part of the log that follows (made with ``midway``): afterwards this is
+        what absorbing that part's records here would have made."""
+        points: Iterable[tuple[float, float]] = later.progress_points
+        if later.open_points:
+            settled: list[tuple[float, float] | None] = list(later.progress_points)
+            for position, batch, epoch_then, per_epoch_then in later.open_points:
+                epoch = self.epoch if epoch_then is None else epoch_then
+                per_epoch = self.batches_per_epoch if per_epoch_then is None else per_epoch_then
+                point = settled[position]
+                assert point is not None
+                settled[position] = (
+                    (point[0], float((math.ceil(epoch) - 1) * per_epoch + batch))
+                    if per_epoch and epoch is not None
+                    else None
+                )
+            points = [point for point in settled if point is not None]
+        self.progress_points.extend(points)
+        self.records += later.records
+        self.last_line = later.last_line
+        for name in _PROGRESS_FIELDS:
+            value = getattr(later, name)
+            if value is not None:
+                setattr(self, name, value)
+        self.metrics.update(later.metrics)
 
     def _steps_done(self, record: LogRecord) -> float | None:
         if record.step is not None:
@@ -370,27 +418,66 @@ class ParseSummary:
     events: list[LogEvent] = field(default_factory=list)
     event_counts: dict[str, int] = field(default_factory=dict)
     format: str | None = None
+    # A summary of a part of the log, to be merged into the summary of what comes before it (see merge).
+    midway: bool = False
+
+    def rank(self, rank_id: int | None) -> RankSummary:
+        summary = self.ranks.get(rank_id)
+        if summary is None:
+            # A part's points are unbounded: which are kept is known only once its open ones are settled.
+            summary = RankSummary(progress_points=deque(), midway=True) if self.midway else RankSummary()
+            self.ranks[rank_id] = summary
+        return summary
 
     def absorb(self, records: list[LogRecord], events: list[LogEvent]) -> None:
         for record in records:
             self.record_count += 1
             summary = self.ranks.get(record.rank)
             if summary is None:
-                summary = self.ranks[record.rank] = RankSummary()
+                summary = self.rank(record.rank)
             summary.absorb(record)
         for event in events:
             self.event_counts[event.kind] = self.event_counts.get(event.kind, 0) + 1
             if len(self.events) < _MAX_EVENTS_SHOWN:
                 self.events.append(event)
 
+    def merge(self, later: ParseSummary) -> None:
+        """Fold in the summary (made with ``midway``) of the lines that follow the ones summed up here."""
+        self.lines += later.lines
+        self.record_count += later.record_count
+        for rank_id, rank in later.ranks.items():
+            self.rank(rank_id).merge(rank)
+        for kind, count in later.event_counts.items():
+            self.event_counts[kind] = self.event_counts.get(kind, 0) + count
+        self.events += later.events[: max(0, _MAX_EVENTS_SHOWN - len(self.events))]
+
 
 def _default_rank(path: str) -> int | None:
     return None if path == "-" else rank_from_path(os.path.basename(path))
 
 
-def summarise(path: str) -> ParseSummary:
-    parser = LogParser(default_rank=_default_rank(path))
+def _parser_for(path: str, lines_before: int = 0) -> LogParser:
+    return LogParser(default_rank=_default_rank(path), lines_before=lines_before)
+
+
+def summarise(path: str, jobs: int = 1, sizes: PartSizes = DEFAULT_SIZES) -> ParseSummary:
+    """The summary of the log at ``path``; a large file (see ``sizes``) is read by up to ``jobs``
+    processes."""
     summary = ParseSummary(path=path)
+    if can_read_in_parts(path, jobs, sizes):
+        totals = ReadTotals()
+        for piece in read_in_parts(
+            path,
+            jobs=jobs,
+            make_parser=partial(_parser_for, path),
+            make_sink=_SummaryPieces,
+            totals=totals,
+            sizes=sizes,
+        ):
+            summary.merge(piece)
+        summary.format = totals.format
+        return summary
+    parser = _parser_for(path)
     for lines in iter_log_blocks(open_log(path), path):
         summary.lines += len(lines)
         records, events, blocks = parser.feed_block_columns(lines)
@@ -401,6 +488,31 @@ def summarise(path: str) -> ParseSummary:
     summary.absorb(*parser.finish())
     summary.format = parser.format
     return summary
+
+
+class _SummaryPieces:
+    """The summary of each piece of a log read in parts (a parselog_parallel.PieceSink)."""
+
+    def __init__(self) -> None:
+        self._summary = ParseSummary(path="", midway=True)
+
+    def take(
+        self, lines: list[str], records: list[LogRecord], events: list[LogEvent], blocks: list[ColumnBlock]
+    ) -> None:
+        summary = self._summary
+        summary.lines += len(lines)
+        if blocks:
+            records = _with_block_ends(records, blocks, summary)
+        if records or events:
+            summary.absorb(records, events)
+
+    def take_finish(self, records: list[LogRecord], events: list[LogEvent]) -> None:
+        self._summary.absorb(records, events)
+
+    def payload(self) -> ParseSummary:
+        summary = self._summary
+        self._summary = ParseSummary(path="", midway=True)
+        return summary
 
 
 def _with_block_ends(
@@ -422,42 +534,103 @@ def _with_block_ends(
             merged += block.records()
             continue
         merged += block.records((0, count - 1))
-        rank = summary.ranks.get(rank_id)
-        if rank is None:
-            rank = summary.ranks[rank_id] = RankSummary()
+        rank = summary.rank(rank_id)
         rank.records += count - 2
         summary.record_count += count - 2
     merged.sort(key=_LINE)
     return merged
 
 
-def write_json(path: str, out: IO[str]) -> None:
-    """Stream ``{"records": [...], "events": [...], "format": ...}``: records are written as they are read."""
-    blocks = iter_log_blocks(open_log(path), path)
-    parser = LogParser(default_rank=_default_rank(path))
-    encoder = RecordEncoder()
-    events: list[dict[str, Any]] = []
+def write_json(
+    path: str, out: IO[str], jobs: int = 1, sizes: PartSizes = DEFAULT_SIZES, totals: ReadTotals | None = None
+) -> None:
+    """Stream ``{"records": [...], "events": [...], "format": ...}``: records are written as they are read (a
+    large file, see ``sizes``, by up to ``jobs`` processes, a part at a time; ``totals`` tells how that
+    went)."""
+    if totals is None:
+        totals = ReadTotals()
+    pieces: Iterator[tuple[str | bytes, list[dict[str, Any]]]]
+    if can_read_in_parts(path, jobs, sizes):
+        pieces = read_in_parts(
+            path,
+            jobs=jobs,
+            make_parser=partial(_parser_for, path),
+            make_sink=partial(_JsonPieces, as_bytes=True),
+            totals=totals,
+            sizes=sizes,
+            streams=(out,),
+        )
+    else:
+        pieces = _json_pieces(open_log(path), path, totals)
+    # Only once the log is open: a log that cannot be read prints nothing but its error.
     out.write('{"records": [')
+    binary: IO[bytes] | None = getattr(out, "buffer", None)
     first = True
-
-    def emit(texts: list[str], new_events: list[LogEvent]) -> None:
-        nonlocal first
-        if texts:
-            out.write(("\n  " if first else ",\n  ") + ",\n  ".join(texts))
+    events: list[dict[str, Any]] = []
+    for text, new_events in pieces:
+        if text:
+            lead = "\n  " if first else ",\n  "
+            if isinstance(text, str):
+                out.write(lead + text)
+            elif binary is not None:
+                out.flush()
+                binary.write(lead.encode("ascii") + text)
+            else:
+                out.write(lead + text.decode("ascii"))
             first = False
-        events.extend(event_to_json(e) for e in new_events)
-
-    for lines in blocks:
-        records, new_events, column_blocks = parser.feed_block_columns(lines)
-        if column_blocks:
-            emit(_texts_in_line_order(encoder, records, column_blocks), new_events)
-        elif records or new_events:
-            emit(encoder.encode(records), new_events)
-    records, new_events = parser.finish()
-    emit(encoder.encode(records), new_events)
+        events += new_events
     out.write("\n],\n")
     out.write(' "events": ' + json.dumps(events) + ",\n")
-    out.write(' "format": ' + json.dumps(parser.format) + "}\n")
+    out.write(' "format": ' + json.dumps(totals.format) + "}\n")
+
+
+def _json_pieces(
+    stream: IO[str], path: str, totals: ReadTotals
+) -> Iterator[tuple[str | bytes, list[dict[str, Any]]]]:
+    """write_json's pieces read by one parser in this process: a block at a time, then its finish."""
+    blocks = iter_log_blocks(stream, path)
+    parser = _parser_for(path)
+    sink = _JsonPieces()
+    for lines in blocks:
+        records, events, column_blocks = parser.feed_block_columns(lines)
+        if records or events or column_blocks:
+            sink.take(lines, records, events, column_blocks)
+            yield sink.payload()
+    sink.take_finish(*parser.finish())
+    yield sink.payload()
+    totals.format = parser.format
+
+
+class _JsonPieces:
+    """The JSON text of a piece's records (joined as write_json joins them) and its events as JSON objects
+    (a parselog_parallel.PieceSink). ``as_bytes``: the text encoded (ASCII: JSON escapes everything else, and
+    plain metric names are ASCII), for a payload another process writes straight to its output's buffer."""
+
+    def __init__(self, *, as_bytes: bool = False) -> None:
+        self._as_bytes = as_bytes
+        self._encoder = RecordEncoder()
+        self._texts: list[str] = []
+        self._events: list[dict[str, Any]] = []
+
+    def take(
+        self, lines: list[str], records: list[LogRecord], events: list[LogEvent], blocks: list[ColumnBlock]
+    ) -> None:
+        if blocks:
+            self._texts += _texts_in_line_order(self._encoder, records, blocks)
+        elif records:
+            self._texts += self._encoder.encode(records)
+        if events:
+            self._events += map(event_to_json, events)
+
+    def take_finish(self, records: list[LogRecord], events: list[LogEvent]) -> None:
+        self.take([], records, events, [])
+
+    def payload(self) -> tuple[str | bytes, list[dict[str, Any]]]:
+        text = ",\n  ".join(self._texts)
+        events = self._events
+        self._texts = []
+        self._events = []
+        return (text.encode("ascii") if self._as_bytes else text), events
 
 
 def _fmt_value(value: float) -> str:
@@ -548,14 +721,33 @@ def write_text(summary: ParseSummary, out: IO[str]) -> None:
         out.write("\nevents   none\n")
 
 
-def run_parse_log(path: str, *, as_json: bool, out: IO[str]) -> int:
-    """Exit status: 0 when the log was read, 2 when it could not be."""
+def run_parse_log(path: str, *, as_json: bool, out: IO[str], jobs: int | None = 1) -> int:
+    """Exit status: 0 when the log was read, 2 when it could not be, 141 when the output was closed early
+    (``| head``), 130 on Ctrl-C. A large file is read by up to ``jobs`` processes (None:
+    parselog_parallel.default_jobs()), with the same output."""
+    if jobs is None:
+        jobs = default_jobs()
     try:
         if as_json:
-            write_json(path, out)
+            write_json(path, out, jobs)
         else:
-            write_text(summarise(path), out)
-    except LogReadError as exc:
+            write_text(summarise(path, jobs), out)
+        out.flush()
+    except (LogReadError, ParallelReadError) as exc:
         print(f"trainmon-tui parse-log: {clean_remote_text(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away: nothing left to say, and nothing to flush into the closed pipe at exit.
+        _silence(out)
+        return 141
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def _silence(out: IO[str]) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass

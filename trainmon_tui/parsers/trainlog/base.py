@@ -50,7 +50,9 @@ class Hit:
 
 
 class LineFamily(Protocol):
-    """One framework's line formats. Instantiated once per file; may keep state between lines."""
+    """One framework's line formats. Instantiated once per file; may keep state between lines, in its
+    attributes and nowhere else, and no caches there (LogParser.resume_state compares them to tell whether two
+    parsers read what follows alike)."""
 
     #: Format name reported by parse-log (e.g. "hf_trainer", "megatron", "keras").
     name: ClassVar[str]

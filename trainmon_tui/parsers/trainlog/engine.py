@@ -579,6 +579,17 @@ def _always() -> bool:
     return True
 
 
+def _attributes(family: object) -> tuple[tuple[str, object], ...]:
+    """A family's state: every attribute it holds (families keep no caches of their own, see
+    base.LineFamily)."""
+    names: list[str] = []
+    for cls in type(family).__mro__:
+        names += getattr(cls, "__slots__", ())
+    pairs = [(name, getattr(family, name)) for name in names if hasattr(family, name)]
+    pairs += sorted(getattr(family, "__dict__", {}).items())
+    return tuple(pairs)
+
+
 class LogParser:
     """Streaming parser for one log file: feed physical lines, get records and events as they complete.
 
@@ -592,11 +603,13 @@ class LogParser:
         extra_metrics: Sequence[tuple[str, str]] = (),
         default_rank: int | None = None,
         families: Sequence[type[LineFamily]] = ALL_FAMILIES,
+        lines_before: int = 0,
     ) -> None:
         """``extra_metrics``: (name, regex with a ``(?P<value>...)`` group) read from every line, raising
         ValueError for a bad pattern. ``default_rank``: the rank of lines without a rank prefix (e.g. from the
         file name, see :func:`~trainmon_tui.parsers.trainlog.paths.rank_from_path`). ``families``: the line
-        families to try, in order."""
+        families to try, in order. ``lines_before``: how many lines of the file come before the first one
+        fed (a parser that starts mid-file numbers its lines from there)."""
         self._default_rank = default_rank
         patterns = MetricPatterns(extra_metrics)
         self._extra_metrics = patterns if patterns else None
@@ -605,6 +618,7 @@ class LogParser:
         # The detector's open tracebacks (a live view): while one is open, every line goes to the detector.
         self._open_tracebacks = self._events.open_tracebacks
         instances: list[LineFamily] = [family() for family in families]
+        self._families = tuple(instances)
         self._names = tuple(family.name for family in instances)
         self._fallback = tuple(family.name in FALLBACK_NAMES for family in instances)
         self._gates = tuple(family.gate for family in instances)
@@ -636,7 +650,7 @@ class LogParser:
         self._counts = [0] * len(instances)
         # The index of the last specific family that read a line: tried first. -1 (the last slot): none yet.
         self._preferred = -1
-        self._line_no = 0
+        self._line_no = lines_before
         self._ranks: set[int] = set()
         if default_rank is not None:
             self._ranks.add(default_rank)
@@ -647,15 +661,40 @@ class LogParser:
     @property
     def format(self) -> str | None:
         """The family that matched most lines; a fallback only when no specific family matched any."""
+        return self.format_for(self._counts)
+
+    def format_for(self, counts: Sequence[int]) -> str | None:
+        """What :attr:`format` would say had the families matched ``counts`` lines (as :meth:`line_counts`
+        lists them): for parsers that each read a part of one file."""
         for want_fallback in (False, True):
             best: str | None = None
             best_count = 0
-            for index, count in enumerate(self._counts):
+            for index, count in enumerate(counts):
                 if self._fallback[index] == want_fallback and count > best_count:
                     best, best_count = self._names[index], count
             if best is not None:
                 return best
         return None
+
+    def line_counts(self) -> tuple[int, ...]:
+        """How many lines each family has read so far, in the order of the families."""
+        return tuple(self._counts)
+
+    def resume_state(self) -> tuple[object, ...]:
+        """Everything that decides how the lines still to come are read, as a value to compare: two parsers at
+        the same line whose states are equal give the same records and events from there on. Left out: the
+        caches (they change how fast, never what), and what only adds up (:meth:`line_counts`,
+        :attr:`ranks`). A file can thus be read in parts by several parsers, each part's parser checked
+        against the one before it (see ``parselog_parallel``)."""
+        held = None if self._held is None else (tuple(self._held), self._held_chars)
+        families = tuple(_attributes(family) for family in self._families)
+        return (
+            self._line_no,
+            self._preferred,
+            held,
+            self._events.resume_state(self._line_no),
+            families,
+        )
 
     @property
     def ranks(self) -> frozenset[int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from trainmon_tui.model import EventKind, LogEvent
 from trainmon_tui.sanitize import clean_remote_text
@@ -210,6 +210,17 @@ class EventDetector:
         """The ranks with a traceback open, a live view. While it is not empty every line must be fed,
         whatever it holds; otherwise a line without any of :data:`GATE_PHRASES` may be skipped."""
         return self._tracebacks
+
+    def resume_state(self, line: int) -> tuple[object, ...]:
+        """What decides the events of the lines after ``line`` (the last one fed), as a value to compare: the
+        open tracebacks and the reports recent enough to silence a repeat (see LogParser.resume_state)."""
+        tracebacks = {rank: astuple(open_traceback) for rank, open_traceback in self._tracebacks.items()}
+        recent = {
+            key: (last.line, last.priority)
+            for key, last in self._reported.items()
+            if line - last.line <= REPEAT_WINDOW_LINES
+        }
+        return (tracebacks, recent)
 
     def feed(self, text: str, line: int, rank: int | None) -> list[LogEvent]:
         """Examine one cleaned line (1-based ``line``); return the events it produced (usually none)."""

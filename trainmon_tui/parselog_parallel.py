@@ -1,0 +1,452 @@
+"""Read one log file in parts on several processes, with exactly the result of one parser reading it whole.
+
+The file is cut at line ends into parts, each read by a process of its own with a fresh parser, a piece (about
+a megabyte, cut at a line end) at a time. After each piece of its own part a process sends its parser's
+``resume_state`` on. Once it has read its part it reads on into the next one, over the same pieces, and after
+each compares its parser's state with the state the next part's process had after that piece: from the first
+piece where they are equal, the two parsers read alike, so the next part's results from there on are the ones
+a single parser would have given, and this process stops. Where the states never meet (something read early
+changes how every later line is read), it reads on into the part after, and so on to the end of the file if
+need be: still exact, only slower. What only adds up (the lines each family read, for the format) is counted
+per piece and summed over the pieces used.
+
+What a piece's records and events become (JSON text, a summary) is the caller's: a sink, one per process,
+turns them into a payload per piece. The payloads of the pieces used come back in file order, each part's as
+soon as the parts before it are settled, so output streams while later parts are still being read; a process
+holds only its own part's payloads, and at most ``jobs`` processes read their own parts at a time.
+
+Processes are forked (Linux): the parser and the sink factories need no pickling, and a child starts with the
+program already loaded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from multiprocessing.connection import Connection, wait
+from operator import sub
+from typing import IO, Any, Protocol, TypeVar, cast
+
+from trainmon_tui.model import LogEvent, LogRecord
+from trainmon_tui.parsers.trainlog.engine import ColumnBlock, LogParser
+
+_MAX_JOBS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class PartSizes:
+    """How a file is cut, in bytes."""
+
+    # States are compared after each piece, so a part's reading overlaps the next by about a piece; a state
+    # per megabyte costs nothing next to parsing it.
+    piece: int = 1 << 20
+    # A part at most: a process keeps its part's payloads until the parts before it are settled.
+    part: int = 32 << 20
+    # Below this a file is read by one parser: forking and cutting cost more than they save.
+    min_file: int = 8 << 20
+
+
+DEFAULT_SIZES = PartSizes()
+
+
+Payload_co = TypeVar("Payload_co", covariant=True)
+
+
+class PieceSink(Protocol[Payload_co]):
+    """Turns what the parser gives for a piece into a picklable payload."""
+
+    def take(
+        self, lines: list[str], records: list[LogRecord], events: list[LogEvent], blocks: list[ColumnBlock]
+    ) -> None:
+        """One block of lines and what the parser made of it (``feed_block_columns``)."""
+        ...
+
+    def take_finish(self, records: list[LogRecord], events: list[LogEvent]) -> None:
+        """What the parser gave at the end of the file (``finish``)."""
+        ...
+
+    def payload(self) -> Payload_co:
+        """What was taken since the last call; the sink starts afresh."""
+        ...
+
+
+P = TypeVar("P")
+
+
+class ParallelReadError(Exception):
+    """A part could not be read; the message names the path and the reason."""
+
+
+def default_jobs() -> int:
+    """Processes to use when not told: the CPUs this process may run on, at most eight."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(_MAX_JOBS, cpus))
+
+
+def can_read_in_parts(path: str, jobs: int, sizes: PartSizes = DEFAULT_SIZES) -> bool:
+    """Whether :func:`read_in_parts` would pay off (and can work) for this file: a regular file of at least
+    ``sizes.min_file`` bytes, more than one job, and a system that forks."""
+    if jobs < 2 or path == "-" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    import stat as stat_module  # noqa: PLC0415
+
+    return stat_module.S_ISREG(stat.st_mode) and stat.st_size >= sizes.min_file
+
+
+@dataclass(slots=True)
+class _Piece:
+    counts: tuple[int, ...]
+    payload: object
+
+
+@dataclass(slots=True)
+class _PartResult:
+    pieces: list[_Piece]
+    # (part, piece index): this process's state met that part's after that piece; the rest is that part's.
+    # None: this process read on to the end of the file, and its last piece holds the parser's finish.
+    joins: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What every process of one read shares."""
+
+    path: str
+    # Where each part starts, then the file's size.
+    bounds: list[int]
+    # How many lines come before each part.
+    lines_before: list[int]
+    make_parser: Callable[[int], LogParser]
+    make_sink: Callable[[], PieceSink[object]]
+    piece_bytes: int
+
+    @property
+    def part_count(self) -> int:
+        return len(self.bounds) - 1
+
+
+@dataclass(slots=True)
+class ReadTotals:
+    """Filled in once every payload has been handed out."""
+
+    counts: tuple[int, ...] = ()
+    format: str | None = None
+    # How the work went: parts cut, pieces read twice (a part's first pieces, until the states met), and parts
+    # whose own reading was not used at all (a state that did not meet the next part's before its end).
+    parts: int = 0
+    pieces_read_again: int = 0
+    parts_unused: int = 0
+
+
+def cut_parts(file: IO[bytes], size: int, parts: int) -> list[int]:
+    """Byte offsets where parts start, each just past a line end, then ``size``: at most ``parts`` parts of
+    about equal size (fewer where lines are long)."""
+    bounds = [0]
+    for index in range(1, parts):
+        target = size * index // parts
+        if target <= bounds[-1]:
+            continue
+        file.seek(target - 1)
+        at = target - 1
+        while True:
+            data = file.read(1 << 16)
+            if not data:
+                at = size
+                break
+            found = data.find(b"\n")
+            if found >= 0:
+                at += found + 1
+                break
+            at += len(data)
+        if bounds[-1] < at < size:
+            bounds.append(at)
+    bounds.append(size)
+    return bounds
+
+
+def count_lines_before(file: IO[bytes], bounds: list[int]) -> list[int]:
+    """For each part start in ``bounds`` (all but the last), how many lines come before it."""
+    counts = [0]
+    file.seek(0)
+    position = 0
+    lines = 0
+    for bound in bounds[1:-1]:
+        while position < bound:
+            data = file.read(min(1 << 22, bound - position))
+            if not data:
+                break
+            lines += data.count(b"\n")
+            position += len(data)
+        counts.append(lines)
+    return counts
+
+
+def decode_lines(data: bytes, at_end: bool) -> list[str]:
+    """The lines of ``data`` (whole lines, the last ending in a newline unless ``at_end``), as
+    parselog_cmd.iter_log_blocks reads them: split on ``\\n`` only, a line's trailing ``\\r`` dropped."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    last = lines.pop()
+    if last and at_end:
+        lines.append(last)
+    elif last:
+        raise ValueError("a piece must end at a line end")
+    if "\r" in text:
+        lines = list(map(str.rstrip, lines, repeat("\r")))
+    return lines
+
+
+class _PartReader:
+    """One process's reading: its parser and sink, and where in the file it is."""
+
+    def __init__(self, file: IO[bytes], size: int, parser: LogParser, sink: PieceSink[object]) -> None:
+        self._file = file
+        self._size = size
+        self._parser = parser
+        self._sink = sink
+        self._counts = parser.line_counts()
+        self.position = 0
+        self.pieces: list[_Piece] = []
+
+    def state(self) -> tuple[object, ...]:
+        return self._parser.resume_state()
+
+    def seek(self, position: int) -> None:
+        self.position = position
+        self._file.seek(position)
+
+    def read_own_piece(self, limit: int, piece_bytes: int) -> None:
+        """The next piece: about ``piece_bytes``, cut at a line end, not past ``limit``."""
+        data = self._file.read(min(piece_bytes, limit - self.position))
+        if self.position + len(data) < limit:
+            cut = data.rfind(b"\n")
+            while cut < 0:
+                # One line longer than a piece: read on to its end.
+                more = self._file.read(min(piece_bytes, limit - self.position - len(data)))
+                if not more:
+                    break
+                cut = more.find(b"\n")
+                if cut >= 0:
+                    cut += len(data)
+                data += more
+            if 0 <= cut < len(data) - 1:
+                data = data[: cut + 1]
+                self._file.seek(self.position + len(data))
+        self._feed(data)
+
+    def read_to(self, end: int) -> None:
+        """The piece from here to ``end`` (a piece another process read)."""
+        self._feed(self._file.read(end - self.position))
+
+    def _feed(self, data: bytes) -> None:
+        self.position += len(data)
+        lines = decode_lines(data, self.position >= self._size)
+        if lines:
+            records, events, blocks = self._parser.feed_block_columns(lines)
+            self._sink.take(lines, records, events, blocks)
+        self._close_piece()
+
+    def finish(self) -> None:
+        records, events = self._parser.finish()
+        self._sink.take_finish(records, events)
+        self._close_piece()
+
+    def _close_piece(self) -> None:
+        counts = self._parser.line_counts()
+        self.pieces.append(_Piece(tuple(map(sub, counts, self._counts)), self._sink.payload()))
+        self._counts = counts
+
+
+def _read_part(conn: Connection, plan: _Plan, part: int) -> None:
+    """A process's work: its own part, then on into the next parts until its state meets theirs (see the
+    module's docstring). Messages to the parent: ("checkpoint", part, index, end, state) after each own piece,
+    ("own_done", part, pieces), ("need", part, index) for another part's checkpoint, then ("result", part,
+    _PartResult) or ("error", part, text)."""
+    # Ctrl-C reaches the whole process group: the parent alone answers it, and stops the children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    path, bounds = plan.path, plan.bounds
+    try:
+        with open(path, "rb") as file:
+            reader = _PartReader(
+                file, bounds[-1], plan.make_parser(plan.lines_before[part]), plan.make_sink()
+            )
+            reader.seek(bounds[part])
+            end = bounds[part + 1]
+            while reader.position < end:
+                reader.read_own_piece(end, plan.piece_bytes)
+                state = reader.state()
+                conn.send(("checkpoint", part, len(reader.pieces) - 1, reader.position, state))
+            conn.send(("own_done", part, len(reader.pieces)))
+            joins: tuple[int, int] | None = None
+            other, index = part + 1, 0
+            while other < plan.part_count:
+                conn.send(("need", other, index))
+                reply = conn.recv()
+                if reply[0] == "part_end":
+                    other, index = other + 1, 0
+                    continue
+                _, piece_end, state = reply
+                reader.read_to(piece_end)
+                if reader.state() == state:
+                    joins = (other, index)
+                    break
+                index += 1
+            if joins is None:
+                reader.finish()
+        conn.send(("result", part, _PartResult(reader.pieces, joins)))
+    except OSError as exc:
+        conn.send(("error", part, f"{path}: read failed: {exc.strerror or exc}"))
+    except BaseException:  # the parent reports it: a child must not die silently
+        conn.send(("bug", part, traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class _Part:
+    """The parent's view of one part's process."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.checkpoints: list[tuple[int, tuple[object, ...]]] = []
+        self.piece_count: int | None = None
+        self.result: _PartResult | None = None
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+        self.conn.close()
+
+
+def read_in_parts(
+    path: str,
+    *,
+    jobs: int,
+    make_parser: Callable[[int], LogParser],
+    make_sink: Callable[[], PieceSink[P]],
+    totals: ReadTotals,
+    sizes: PartSizes = DEFAULT_SIZES,
+    streams: Sequence[IO[str]] = (),
+) -> Iterator[P]:
+    """The payloads of the whole file in order (the parser's finish in the last), as one parser reading it
+    from the start would have made them; ``totals`` is filled in at the end. ``make_parser(lines_before)``
+    makes a parser for a part that starts after that many lines. ``streams`` (and standard output and error)
+    are flushed before each fork: a child flushes what it inherited when it exits. Raises ParallelReadError
+    when the file cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            part_count = max(jobs, -(-size // max(1, sizes.part)))
+            bounds = cut_parts(file, size, part_count)
+            lines_before = count_lines_before(file, bounds)
+    except OSError as exc:
+        raise ParallelReadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    plan = _Plan(path, bounds, lines_before, make_parser, make_sink, max(1, sizes.piece))
+    return cast(Iterator[P], _payloads(plan, jobs, totals, streams))
+
+
+def _payloads(plan: _Plan, jobs: int, totals: ReadTotals, streams: Sequence[IO[str]]) -> Iterator[object]:
+    """read_in_parts once the file is cut: runs the processes and hands out their payloads in order."""
+    path = plan.path
+    totals.parts = plan.part_count
+    context = multiprocessing.get_context("fork")
+    parts: dict[int, _Part] = {}
+    requests: list[tuple[_Part, int, int]] = []
+    started = 0
+
+    def start_next() -> None:
+        nonlocal started
+        if started >= plan.part_count:
+            return
+        for stream in (*streams, sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        mine, theirs = context.Pipe()
+        process = context.Process(
+            target=_read_part,
+            args=(theirs, plan, started),
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        parts[started] = _Part(process, mine)
+        started += 1
+
+    def answer(requester: _Part, other: int, index: int) -> bool:
+        part = parts.get(other)
+        if part is None:
+            return False
+        if index < len(part.checkpoints):
+            requester.conn.send(("checkpoint", *part.checkpoints[index]))
+            return True
+        if part.piece_count is not None and index >= part.piece_count:
+            requester.conn.send(("part_end",))
+            return True
+        return False
+
+    counts: list[int] = []
+    try:
+        for _ in range(min(jobs, plan.part_count)):
+            start_next()
+        walk_part, walk_from = 0, 0
+        while True:
+            current = parts.get(walk_part)
+            while current is not None and current.result is not None:
+                result = current.result
+                for piece in result.pieces[walk_from:]:
+                    counts = list(map(int.__add__, counts, piece.counts)) if counts else list(piece.counts)
+                    yield piece.payload
+                current.stop()
+                del parts[walk_part]
+                if result.joins is None:
+                    totals.counts = tuple(counts)
+                    totals.format = plan.make_parser(0).format_for(counts)
+                    return
+                next_part, next_from = result.joins[0], result.joins[1] + 1
+                totals.pieces_read_again += next_from
+                for skipped in range(walk_part + 1, next_part):
+                    totals.parts_unused += 1
+                    if skipped in parts:
+                        parts.pop(skipped).stop()
+                walk_part, walk_from = next_part, next_from
+                current = parts.get(walk_part)
+            live = {id(part.conn): (number, part) for number, part in parts.items() if part.result is None}
+            for conn in wait([part.conn for _, part in live.values()]):
+                number, part = live[id(conn)]
+                try:
+                    message: tuple[Any, ...] = part.conn.recv()
+                except EOFError:
+                    raise ParallelReadError(f"{path}: the process reading part {number + 1} died") from None
+                kind = message[0]
+                if kind == "checkpoint":
+                    part.checkpoints.append((message[3], message[4]))
+                elif kind == "own_done":
+                    part.piece_count = message[2]
+                    start_next()
+                elif kind == "need":
+                    if not answer(part, message[1], message[2]):
+                        requests.append((part, message[1], message[2]))
+                elif kind == "result":
+                    part.result = message[2]
+                elif kind == "error":
+                    raise ParallelReadError(message[2])
+                else:
+                    raise RuntimeError(f"reading part {number + 1} of {path} failed:\n{message[2]}")
+                requests = [request for request in requests if not answer(*request)]
+    finally:
+        for part in parts.values():
+            part.stop()
