@@ -83,6 +83,10 @@ class ParallelReadError(Exception):
     """A part could not be read; the message names the path and the reason."""
 
 
+class FileChangedError(Exception):
+    """The file is shorter than when it was cut, or a line end has moved: it was rewritten while read."""
+
+
 def default_jobs() -> int:
     """Processes to use when not told: the CPUs this process may run on, at most eight."""
     try:
@@ -230,18 +234,22 @@ class _PartReader:
 
     def read_own_piece(self, limit: int, piece_bytes: int) -> None:
         """The next piece: about ``piece_bytes``, cut at a line end, not past ``limit``."""
-        data = self._file.read(min(piece_bytes, limit - self.position))
-        if self.position + len(data) < limit:
+        wanted = min(piece_bytes, limit - self.position)
+        data = self._read(wanted)
+        if self.position + wanted < limit:
             cut = data.rfind(b"\n")
-            while cut < 0:
+            if cut < 0:
                 # One line longer than a piece: read on to its end.
-                more = self._file.read(min(piece_bytes, limit - self.position - len(data)))
-                if not more:
-                    break
-                cut = more.find(b"\n")
-                if cut >= 0:
-                    cut += len(data)
-                data += more
+                chunks = [data]
+                read = wanted
+                while cut < 0 and self.position + read < limit:
+                    more = self._read(min(piece_bytes, limit - self.position - read))
+                    cut = more.find(b"\n")
+                    if cut >= 0:
+                        cut += read
+                    chunks.append(more)
+                    read += len(more)
+                data = b"".join(chunks)
             if 0 <= cut < len(data) - 1:
                 data = data[: cut + 1]
                 self._file.seek(self.position + len(data))
@@ -249,11 +257,21 @@ class _PartReader:
 
     def read_to(self, end: int) -> None:
         """The piece from here to ``end`` (a piece another process read)."""
-        self._feed(self._file.read(end - self.position))
+        self._feed(self._read(end - self.position))
+
+    def _read(self, size: int) -> bytes:
+        data = self._file.read(size)
+        if len(data) != size:
+            raise FileChangedError
+        return data
 
     def _feed(self, data: bytes) -> None:
         self.position += len(data)
-        lines = decode_lines(data, self.position >= self._size)
+        try:
+            lines = decode_lines(data, self.position >= self._size)
+        except ValueError:
+            # The piece's end was a line end when the file was cut.
+            raise FileChangedError from None
         if lines:
             records, events, blocks = self._parser.feed_block_columns(lines)
             self._sink.take(lines, records, events, blocks)
@@ -309,6 +327,8 @@ def _read_part(conn: Connection, plan: _Plan, part: int) -> None:
         conn.send(("result", part, _PartResult(reader.pieces, joins)))
     except OSError as exc:
         conn.send(("error", part, f"{path}: read failed: {exc.strerror or exc}"))
+    except FileChangedError:
+        conn.send(("error", part, f"{path}: the file was truncated or rewritten while it was read"))
     except BaseException:  # the parent reports it: a child must not die silently
         conn.send(("bug", part, traceback.format_exc()))
     finally:
@@ -322,8 +342,11 @@ class _Part:
         self.process = process
         self.conn = conn
         self.checkpoints: list[tuple[int, tuple[object, ...]]] = []
+        # Pieces of its own part, once it has read them all.
         self.piece_count: int | None = None
         self.result: _PartResult | None = None
+        # The checkpoint (part, index) it waits for, if the parent could not answer yet.
+        self.waiting_for: tuple[int, int] | None = None
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -361,35 +384,130 @@ def read_in_parts(
 
 def _payloads(plan: _Plan, jobs: int, totals: ReadTotals, streams: Sequence[IO[str]]) -> Iterator[object]:
     """read_in_parts once the file is cut: runs the processes and hands out their payloads in order."""
-    path = plan.path
+    conductor = _Conductor(plan, jobs, streams)
     totals.parts = plan.part_count
-    context = multiprocessing.get_context("fork")
-    parts: dict[int, _Part] = {}
-    requests: list[tuple[_Part, int, int]] = []
-    started = 0
+    counts: list[int] = []
+    try:
+        conductor.fill()
+        part_number, first_piece = 0, 0
+        while True:
+            result = conductor.result_of(part_number)
+            for piece in result.pieces[first_piece:]:
+                counts = list(map(int.__add__, counts, piece.counts)) if counts else list(piece.counts)
+                yield piece.payload
+            if result.joins is None:
+                totals.counts = tuple(counts)
+                totals.format = plan.make_parser(0).format_for(counts)
+                return
+            next_part, first_piece = result.joins[0], result.joins[1] + 1
+            totals.pieces_read_again += first_piece
+            totals.parts_unused += next_part - part_number - 1
+            conductor.forget_before(next_part)
+            part_number = next_part
+    finally:
+        conductor.stop()
 
-    def start_next() -> None:
-        nonlocal started
-        if started >= plan.part_count:
-            return
-        for stream in (*streams, sys.stdout, sys.stderr):
+
+class _Conductor:
+    """The parent's side: starts the parts' processes, passes each the checkpoints of the parts after its
+    own, and collects their results.
+
+    At most ``jobs`` processes read their own part at once, and none starts more than ``2 * jobs`` parts
+    past the one whose payloads are being handed out (unless a process reading on needs its checkpoints):
+    results wait in memory until their turn, and a state that never meets must not fill it with a whole
+    file's output.
+    """
+
+    def __init__(self, plan: _Plan, jobs: int, streams: Sequence[IO[str]]) -> None:
+        self._plan = plan
+        self._jobs = jobs
+        self._streams = streams
+        self._context = multiprocessing.get_context("fork")
+        self._parts: dict[int, _Part] = {}
+        self._started = 0
+        self._reading_own = 0
+        self._first_needed = 0
+
+    def fill(self) -> None:
+        """Start parts while the limits allow."""
+        while (
+            self._started < self._plan.part_count
+            and self._reading_own < self._jobs
+            and self._started < self._first_needed + 2 * self._jobs
+        ):
+            self._start()
+
+    def _start(self) -> None:
+        for stream in (*self._streams, sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
-        mine, theirs = context.Pipe()
-        process = context.Process(
-            target=_read_part,
-            args=(theirs, plan, started),
-            daemon=True,
+        mine, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_read_part, args=(theirs, self._plan, self._started), daemon=True
         )
         process.start()
         theirs.close()
-        parts[started] = _Part(process, mine)
-        started += 1
+        self._parts[self._started] = _Part(process, mine)
+        self._started += 1
+        self._reading_own += 1
 
-    def answer(requester: _Part, other: int, index: int) -> bool:
-        part = parts.get(other)
-        if part is None:
-            return False
+    def result_of(self, number: int) -> _PartResult:
+        """Part ``number``'s result, once its process has sent it (handling every message until then)."""
+        part = self._parts[number]
+        while part.result is None:
+            self._handle_messages()
+        return part.result
+
+    def forget_before(self, number: int) -> None:
+        """The parts before ``number`` are done with (handed out, or read by an earlier part's process)."""
+        for old in [old for old in self._parts if old < number]:
+            part = self._parts.pop(old)
+            if part.piece_count is None:
+                self._reading_own -= 1
+            part.stop()
+        self._first_needed = number
+        self.fill()
+
+    def stop(self) -> None:
+        for part in self._parts.values():
+            part.stop()
+        self._parts.clear()
+
+    def _handle_messages(self) -> None:
+        live = {id(part.conn): (number, part) for number, part in self._parts.items() if part.result is None}
+        for conn in wait([part.conn for _, part in live.values()]):
+            number, part = live[id(conn)]
+            try:
+                message: tuple[Any, ...] = part.conn.recv()
+            except EOFError:
+                path = self._plan.path
+                raise ParallelReadError(f"{path}: the process reading part {number + 1} died") from None
+            kind = message[0]
+            if kind == "checkpoint":
+                part.checkpoints.append((message[3], message[4]))
+            elif kind == "own_done":
+                part.piece_count = message[2]
+                self._reading_own -= 1
+                self.fill()
+            elif kind == "need":
+                part.waiting_for = (message[1], message[2])
+                if message[1] >= self._started:
+                    # A process reading on past every part started: its next part must start now.
+                    self._start()
+            elif kind == "result":
+                part.result = message[2]
+            elif kind == "error":
+                raise ParallelReadError(message[2])
+            else:
+                raise RuntimeError(f"reading part {number + 1} of {self._plan.path} failed:\n{message[2]}")
+        for part in self._parts.values():
+            if part.waiting_for is not None and self._answer(part, *part.waiting_for):
+                part.waiting_for = None
+
+    def _answer(self, requester: _Part, number: int, index: int) -> bool:
+        """Send ``requester`` checkpoint ``index`` of part ``number``, or word that the part has no more
+        pieces; False when neither is known yet."""
+        part = self._parts[number]
         if index < len(part.checkpoints):
             requester.conn.send(("checkpoint", *part.checkpoints[index]))
             return True
@@ -397,56 +515,3 @@ def _payloads(plan: _Plan, jobs: int, totals: ReadTotals, streams: Sequence[IO[s
             requester.conn.send(("part_end",))
             return True
         return False
-
-    counts: list[int] = []
-    try:
-        for _ in range(min(jobs, plan.part_count)):
-            start_next()
-        walk_part, walk_from = 0, 0
-        while True:
-            current = parts.get(walk_part)
-            while current is not None and current.result is not None:
-                result = current.result
-                for piece in result.pieces[walk_from:]:
-                    counts = list(map(int.__add__, counts, piece.counts)) if counts else list(piece.counts)
-                    yield piece.payload
-                current.stop()
-                del parts[walk_part]
-                if result.joins is None:
-                    totals.counts = tuple(counts)
-                    totals.format = plan.make_parser(0).format_for(counts)
-                    return
-                next_part, next_from = result.joins[0], result.joins[1] + 1
-                totals.pieces_read_again += next_from
-                for skipped in range(walk_part + 1, next_part):
-                    totals.parts_unused += 1
-                    if skipped in parts:
-                        parts.pop(skipped).stop()
-                walk_part, walk_from = next_part, next_from
-                current = parts.get(walk_part)
-            live = {id(part.conn): (number, part) for number, part in parts.items() if part.result is None}
-            for conn in wait([part.conn for _, part in live.values()]):
-                number, part = live[id(conn)]
-                try:
-                    message: tuple[Any, ...] = part.conn.recv()
-                except EOFError:
-                    raise ParallelReadError(f"{path}: the process reading part {number + 1} died") from None
-                kind = message[0]
-                if kind == "checkpoint":
-                    part.checkpoints.append((message[3], message[4]))
-                elif kind == "own_done":
-                    part.piece_count = message[2]
-                    start_next()
-                elif kind == "need":
-                    if not answer(part, message[1], message[2]):
-                        requests.append((part, message[1], message[2]))
-                elif kind == "result":
-                    part.result = message[2]
-                elif kind == "error":
-                    raise ParallelReadError(message[2])
-                else:
-                    raise RuntimeError(f"reading part {number + 1} of {path} failed:\n{message[2]}")
-                requests = [request for request in requests if not answer(*request)]
-    finally:
-        for part in parts.values():
-            part.stop()
