@@ -11,9 +11,10 @@ need be: still exact, only slower. What only adds up (the lines each family read
 per piece and summed over the pieces used.
 
 What a piece's records and events become (JSON text, a summary) is the caller's: a sink, one per process,
-turns them into a payload per piece. The payloads of the pieces used come back in file order, each part's as
-soon as the parts before it are settled, so output streams while later parts are still being read; a process
-holds only its own part's payloads, and at most ``jobs`` processes read their own parts at a time.
+turns them into a payload per piece, sent to the parent as soon as it is made. The parent hands out the
+payloads of the pieces used in file order, as soon as all before them are settled, so output streams while
+later parts are still being read; it holds the pieces of at most ``jobs + 1`` parts, and at most ``jobs``
+processes read their own parts at a time.
 
 Processes are forked (Linux): the parser and the sink factories need no pickling, and a child starts with the
 program already loaded.
@@ -116,14 +117,6 @@ class _Piece:
     payload: object
 
 
-@dataclass(slots=True)
-class _PartResult:
-    pieces: list[_Piece]
-    # (part, piece index): this process's state met that part's after that piece; the rest is that part's.
-    # None: this process read on to the end of the file, and its last piece holds the parser's finish.
-    joins: tuple[int, int] | None
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What every process of one read shares."""
@@ -223,7 +216,6 @@ class _PartReader:
         self._sink = sink
         self._counts = parser.line_counts()
         self.position = 0
-        self.pieces: list[_Piece] = []
 
     def state(self) -> tuple[object, ...]:
         return self._parser.resume_state()
@@ -232,7 +224,7 @@ class _PartReader:
         self.position = position
         self._file.seek(position)
 
-    def read_own_piece(self, limit: int, piece_bytes: int) -> None:
+    def read_own_piece(self, limit: int, piece_bytes: int) -> _Piece:
         """The next piece: about ``piece_bytes``, cut at a line end, not past ``limit``."""
         wanted = min(piece_bytes, limit - self.position)
         data = self._read(wanted)
@@ -253,11 +245,11 @@ class _PartReader:
             if 0 <= cut < len(data) - 1:
                 data = data[: cut + 1]
                 self._file.seek(self.position + len(data))
-        self._feed(data)
+        return self._feed(data)
 
-    def read_to(self, end: int) -> None:
+    def read_to(self, end: int) -> _Piece:
         """The piece from here to ``end`` (a piece another process read)."""
-        self._feed(self._read(end - self.position))
+        return self._feed(self._read(end - self.position))
 
     def _read(self, size: int) -> bytes:
         data = self._file.read(size)
@@ -265,7 +257,7 @@ class _PartReader:
             raise FileChangedError
         return data
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> _Piece:
         self.position += len(data)
         try:
             lines = decode_lines(data, self.position >= self._size)
@@ -275,39 +267,41 @@ class _PartReader:
         if lines:
             records, events, blocks = self._parser.feed_block_columns(lines)
             self._sink.take(lines, records, events, blocks)
-        self._close_piece()
+        return self._close_piece()
 
-    def finish(self) -> None:
+    def finish(self) -> _Piece:
         records, events = self._parser.finish()
         self._sink.take_finish(records, events)
-        self._close_piece()
+        return self._close_piece()
 
-    def _close_piece(self) -> None:
+    def _close_piece(self) -> _Piece:
         counts = self._parser.line_counts()
-        self.pieces.append(_Piece(tuple(map(sub, counts, self._counts)), self._sink.payload()))
+        piece = _Piece(tuple(map(sub, counts, self._counts)), self._sink.payload())
         self._counts = counts
+        return piece
 
 
 def _read_part(conn: Connection, plan: _Plan, part: int) -> None:
     """A process's work: its own part, then on into the next parts until its state meets theirs (see the
-    module's docstring). Messages to the parent: ("checkpoint", part, index, end, state) after each own piece,
-    ("own_done", part, pieces), ("need", part, index) for another part's checkpoint, then ("result", part,
-    _PartResult) or ("error", part, text)."""
+    module's docstring). Messages to the parent: ("piece", part, _Piece, end, state) for each piece of its
+    own part, ("own_done", part, pieces), ("need", part, index) for another part's checkpoint and ("piece",
+    part, _Piece) for each piece read on, then ("joins", part, (part, index) or None: read to the end of the
+    file, the last piece holding the parser's finish), or ("error", part, text) or ("bug", part, text)."""
     # Ctrl-C reaches the whole process group: the parent alone answers it, and stops the children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     path, bounds = plan.path, plan.bounds
     try:
         with open(path, "rb") as file:
-            reader = _PartReader(
-                file, bounds[-1], plan.make_parser(plan.lines_before[part]), plan.make_sink()
-            )
+            parser = plan.make_parser(plan.lines_before[part])
+            reader = _PartReader(file, bounds[-1], parser, plan.make_sink())
             reader.seek(bounds[part])
             end = bounds[part + 1]
+            own = 0
             while reader.position < end:
-                reader.read_own_piece(end, plan.piece_bytes)
-                state = reader.state()
-                conn.send(("checkpoint", part, len(reader.pieces) - 1, reader.position, state))
-            conn.send(("own_done", part, len(reader.pieces)))
+                piece = reader.read_own_piece(end, plan.piece_bytes)
+                conn.send(("piece", part, piece, reader.position, reader.state()))
+                own += 1
+            conn.send(("own_done", part, own))
             joins: tuple[int, int] | None = None
             other, index = part + 1, 0
             while other < plan.part_count:
@@ -317,14 +311,14 @@ def _read_part(conn: Connection, plan: _Plan, part: int) -> None:
                     other, index = other + 1, 0
                     continue
                 _, piece_end, state = reply
-                reader.read_to(piece_end)
+                conn.send(("piece", part, reader.read_to(piece_end)))
                 if reader.state() == state:
                     joins = (other, index)
                     break
                 index += 1
             if joins is None:
-                reader.finish()
-        conn.send(("result", part, _PartResult(reader.pieces, joins)))
+                conn.send(("piece", part, reader.finish()))
+        conn.send(("joins", part, joins))
     except OSError as exc:
         conn.send(("error", part, f"{path}: read failed: {exc.strerror or exc}"))
     except FileChangedError:
@@ -342,9 +336,13 @@ class _Part:
         self.process = process
         self.conn = conn
         self.checkpoints: list[tuple[int, tuple[object, ...]]] = []
+        # Its own part's pieces, then those it read on; None where handed out or not needed.
+        self.pieces: list[_Piece | None] = []
         # Pieces of its own part, once it has read them all.
         self.piece_count: int | None = None
-        self.result: _PartResult | None = None
+        # Set when it has sent its last piece: where the output goes on (see _read_part), or None.
+        self.joins: tuple[int, int] | None = None
+        self.done = False
         # The checkpoint (part, index) it waits for, if the parent could not answer yet.
         self.waiting_for: tuple[int, int] | None = None
 
@@ -389,21 +387,30 @@ def _payloads(plan: _Plan, jobs: int, totals: ReadTotals, streams: Sequence[IO[s
     counts: list[int] = []
     try:
         conductor.fill()
-        part_number, first_piece = 0, 0
+        number, at = 0, 0
         while True:
-            result = conductor.result_of(part_number)
-            for piece in result.pieces[first_piece:]:
+            part = conductor.part(number)
+            while at < len(part.pieces):
+                piece = part.pieces[at]
+                assert piece is not None
+                part.pieces[at] = None
+                at += 1
                 counts = list(map(int.__add__, counts, piece.counts)) if counts else list(piece.counts)
                 yield piece.payload
-            if result.joins is None:
+            if not part.done:
+                conductor.handle_messages()
+                continue
+            if part.joins is None:
                 totals.counts = tuple(counts)
                 totals.format = plan.make_parser(0).format_for(counts)
                 return
-            next_part, first_piece = result.joins[0], result.joins[1] + 1
-            totals.pieces_read_again += first_piece
-            totals.parts_unused += next_part - part_number - 1
-            conductor.forget_before(next_part)
-            part_number = next_part
+            next_number, at = part.joins[0], part.joins[1] + 1
+            totals.pieces_read_again += at
+            totals.parts_unused += next_number - number - 1
+            conductor.forget_before(next_number)
+            number = next_number
+            following = conductor.part(number).pieces
+            following[:at] = [None] * min(at, len(following))
     finally:
         conductor.stop()
 
@@ -412,10 +419,10 @@ class _Conductor:
     """The parent's side: starts the parts' processes, passes each the checkpoints of the parts after its
     own, and collects their results.
 
-    At most ``jobs`` processes read their own part at once, and none starts more than ``2 * jobs`` parts
-    past the one whose payloads are being handed out (unless a process reading on needs its checkpoints):
-    results wait in memory until their turn, and a state that never meets must not fill it with a whole
-    file's output.
+    At most ``jobs`` processes read their own part at once, and no part starts more than ``jobs`` parts past
+    the one whose payloads are being handed out (unless a process reading on needs its checkpoints): pieces
+    wait in memory until their turn, and a state that never meets must not fill it with a whole file's
+    output.
     """
 
     def __init__(self, plan: _Plan, jobs: int, streams: Sequence[IO[str]]) -> None:
@@ -433,7 +440,7 @@ class _Conductor:
         while (
             self._started < self._plan.part_count
             and self._reading_own < self._jobs
-            and self._started < self._first_needed + 2 * self._jobs
+            and self._started <= self._first_needed + self._jobs
         ):
             self._start()
 
@@ -451,12 +458,8 @@ class _Conductor:
         self._started += 1
         self._reading_own += 1
 
-    def result_of(self, number: int) -> _PartResult:
-        """Part ``number``'s result, once its process has sent it (handling every message until then)."""
-        part = self._parts[number]
-        while part.result is None:
-            self._handle_messages()
-        return part.result
+    def part(self, number: int) -> _Part:
+        return self._parts[number]
 
     def forget_before(self, number: int) -> None:
         """The parts before ``number`` are done with (handed out, or read by an earlier part's process)."""
@@ -473,8 +476,9 @@ class _Conductor:
             part.stop()
         self._parts.clear()
 
-    def _handle_messages(self) -> None:
-        live = {id(part.conn): (number, part) for number, part in self._parts.items() if part.result is None}
+    def handle_messages(self) -> None:
+        """Wait for messages from the processes and act on them."""
+        live = {id(part.conn): (number, part) for number, part in self._parts.items() if not part.done}
         for conn in wait([part.conn for _, part in live.values()]):
             number, part = live[id(conn)]
             try:
@@ -483,8 +487,10 @@ class _Conductor:
                 path = self._plan.path
                 raise ParallelReadError(f"{path}: the process reading part {number + 1} died") from None
             kind = message[0]
-            if kind == "checkpoint":
-                part.checkpoints.append((message[3], message[4]))
+            if kind == "piece":
+                part.pieces.append(message[2])
+                if len(message) > 3:
+                    part.checkpoints.append((message[3], message[4]))
             elif kind == "own_done":
                 part.piece_count = message[2]
                 self._reading_own -= 1
@@ -494,8 +500,9 @@ class _Conductor:
                 if message[1] >= self._started:
                     # A process reading on past every part started: its next part must start now.
                     self._start()
-            elif kind == "result":
-                part.result = message[2]
+            elif kind == "joins":
+                part.joins = message[2]
+                part.done = True
             elif kind == "error":
                 raise ParallelReadError(message[2])
             else:
