@@ -25,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -103,12 +104,10 @@ def can_read_in_parts(path: str, jobs: int, sizes: PartSizes = DEFAULT_SIZES) ->
     if jobs < 2 or path == "-" or not sys.platform.startswith("linux"):
         return False
     try:
-        stat = os.stat(path)
+        info = os.stat(path)
     except OSError:
         return False
-    import stat as stat_module  # noqa: PLC0415
-
-    return stat_module.S_ISREG(stat.st_mode) and stat.st_size >= sizes.min_file
+    return stat.S_ISREG(info.st_mode) and info.st_size >= sizes.min_file
 
 
 @dataclass(slots=True)
