@@ -123,8 +123,6 @@ class _Plan:
     path: str
     # Where each part starts, then the file's size.
     bounds: list[int]
-    # How many lines come before each part.
-    lines_before: list[int]
     make_parser: Callable[[int], LogParser]
     make_sink: Callable[[], PieceSink[object]]
     piece_bytes: int
@@ -173,21 +171,32 @@ def cut_parts(file: IO[bytes], size: int, parts: int) -> list[int]:
     return bounds
 
 
-def count_lines_before(file: IO[bytes], bounds: list[int]) -> list[int]:
-    """For each part start in ``bounds`` (all but the last), how many lines come before it."""
-    counts = [0]
-    file.seek(0)
-    position = 0
-    lines = 0
-    for bound in bounds[1:-1]:
-        while position < bound:
-            data = file.read(min(1 << 22, bound - position))
-            if not data:
-                break
-            lines += data.count(b"\n")
-            position += len(data)
-        counts.append(lines)
-    return counts
+class _LineCounter:
+    """How many lines come before an offset of the file, counted forward as parts start (in order): the
+    parent reads the file once more, a part ahead of the processes, not all of it before the first starts."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._position = 0
+        self._lines = 0
+
+    def lines_before(self, offset: int) -> int:
+        if offset > self._position:
+            try:
+                with open(self._path, "rb") as file:
+                    file.seek(self._position)
+                    while self._position < offset:
+                        data = file.read(min(1 << 22, offset - self._position))
+                        if not data:
+                            raise FileChangedError
+                        self._lines += data.count(b"\n")
+                        self._position += len(data)
+            except OSError as exc:
+                raise ParallelReadError(f"{self._path}: read failed: {exc.strerror or exc}") from None
+            except FileChangedError:
+                message = f"{self._path}: the file was truncated or rewritten while it was read"
+                raise ParallelReadError(message) from None
+        return self._lines
 
 
 def decode_lines(data: bytes, at_end: bool) -> list[str]:
@@ -280,7 +289,7 @@ class _PartReader:
         return piece
 
 
-def _read_part(conn: Connection, plan: _Plan, part: int) -> None:
+def _read_part(conn: Connection, plan: _Plan, part: int, lines_before: int) -> None:
     """A process's work: its own part, then on into the next parts until its state meets theirs (see the
     module's docstring). Messages to the parent: ("piece", part, _Piece, end, state) for each piece of its
     own part, ("own_done", part, pieces), ("need", part, index) for another part's checkpoint and ("piece",
@@ -291,7 +300,7 @@ def _read_part(conn: Connection, plan: _Plan, part: int) -> None:
     path, bounds = plan.path, plan.bounds
     try:
         with open(path, "rb") as file:
-            parser = plan.make_parser(plan.lines_before[part])
+            parser = plan.make_parser(lines_before)
             reader = _PartReader(file, bounds[-1], parser, plan.make_sink())
             reader.seek(bounds[part])
             end = bounds[part + 1]
@@ -372,10 +381,9 @@ def read_in_parts(
             size = os.fstat(file.fileno()).st_size
             part_count = max(jobs, -(-size // max(1, sizes.part)))
             bounds = cut_parts(file, size, part_count)
-            lines_before = count_lines_before(file, bounds)
     except OSError as exc:
         raise ParallelReadError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    plan = _Plan(path, bounds, lines_before, make_parser, make_sink, max(1, sizes.piece))
+    plan = _Plan(path, bounds, make_parser, make_sink, max(1, sizes.piece))
     return cast(Iterator[P], _payloads(plan, jobs, totals, streams))
 
 
@@ -433,6 +441,7 @@ class _Conductor:
         self._started = 0
         self._reading_own = 0
         self._first_needed = 0
+        self._line_counter = _LineCounter(plan.path)
 
     def fill(self) -> None:
         """Start parts while the limits allow."""
@@ -447,13 +456,15 @@ class _Conductor:
         for stream in (*self._streams, sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
+        number = self._started
+        lines_before = self._line_counter.lines_before(self._plan.bounds[number])
         mine, theirs = self._context.Pipe()
         process = self._context.Process(
-            target=_read_part, args=(theirs, self._plan, self._started), daemon=True
+            target=_read_part, args=(theirs, self._plan, number, lines_before), daemon=True
         )
         process.start()
         theirs.close()
-        self._parts[self._started] = _Part(process, mine)
+        self._parts[number] = _Part(process, mine)
         self._started += 1
         self._reading_own += 1
 
