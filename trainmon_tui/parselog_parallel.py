@@ -136,7 +136,6 @@ class _Plan:
 class ReadTotals:
     """Filled in once every payload has been handed out."""
 
-    counts: tuple[int, ...] = ()
     format: str | None = None
     # How the work went: parts cut, pieces read twice (a part's first pieces, until the states met), and parts
     # whose own reading was not used at all (a state that did not meet the next part's before its end).
@@ -408,7 +407,6 @@ def _payloads(plan: _Plan, jobs: int, totals: ReadTotals, streams: Sequence[IO[s
                 conductor.handle_messages()
                 continue
             if part.joins is None:
-                totals.counts = tuple(counts)
                 totals.format = plan.make_parser(0).format_for(counts)
                 return
             next_number, at = part.joins[0], part.joins[1] + 1
