@@ -235,6 +235,8 @@ def run_parse_log(path: str, *, as_json: bool, out: IO[str], jobs: int | None = 
 
 
 def _silence(out: IO[str]) -> None:
+    """Point ``out``'s descriptor at /dev/null, so the interpreter's flush at exit finds no closed pipe; an
+    output without a descriptor (a StringIO) has nothing to flush there, so failing here loses nothing."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, out.fileno())
