@@ -176,9 +176,9 @@ def parser_only(path: Path) -> Outcome:
     """The blocks ``parse-log`` reads, through the parser, nothing encoded: the engine's own rate."""
     parser = LogParser()
     count = records = events = 0
-    for lines in iter_log_blocks(open_log(str(path)), str(path)):
+    for lines, encoded in iter_log_blocks(open_log(str(path)), str(path)):
         count += len(lines)
-        new_records, new_events = parser.feed_block(lines)
+        new_records, new_events = parser.feed_block(lines, encoded)
         records += len(new_records)
         events += len(new_events)
     new_records, new_events = parser.finish()
@@ -257,8 +257,12 @@ def _paths_of(command: ModuleType, engine: ModuleType) -> dict[str, Callable[[Pa
 
     def parser_alone(path: Path) -> Outcome:
         parser = engine.LogParser()
-        for lines in command.iter_log_blocks(command.open_log(str(path)), str(path)):
-            parser.feed_block(lines)
+        for block in command.iter_log_blocks(command.open_log(str(path)), str(path)):
+            # A package from before the blocks carried their bytes yields the lines alone.
+            if isinstance(block, list):
+                parser.feed_block(block)
+            else:
+                parser.feed_block(*block)
         parser.finish()
         return Outcome(0)
 

@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Iterator
 from functools import partial
-from itertools import repeat
 from typing import IO, Any
 
 from trainmon_tui.parselog_json import JsonPieces, RecordEncoder, event_to_json, record_to_json
@@ -27,6 +26,7 @@ from trainmon_tui.parselog_parallel import (
     default_jobs,
     read_in_parts,
 )
+from trainmon_tui.parselog_read import LineBlock, LogReadError, iter_log_blocks, open_log
 from trainmon_tui.parselog_summary import (
     ParseSummary,
     RankSummary,
@@ -46,7 +46,6 @@ __all__ = [
     "RecordEncoder",
     "event_to_json",
     "iter_log_blocks",
-    "iter_log_lines",
     "open_log",
     "record_to_json",
     "run_parse_log",
@@ -54,62 +53,6 @@ __all__ = [
     "write_json",
     "write_text",
 ]
-
-# Characters read per block: about ten thousand lines of a typical log, a few MB of memory at most.
-_CHUNK_CHARS = 1 << 20
-
-
-class LogReadError(Exception):
-    """The log could not be opened or read; the message names the path and the reason."""
-
-
-def open_log(path: str) -> IO[str]:
-    """Open a log for reading (``-`` is standard input); a failure is a one-line LogReadError.
-
-    Lines are split on ``\\n`` only: tqdm redraws with a bare ``\\r``, and Python's universal newlines would
-    turn every redraw into a line of its own and shift line numbers away from what ``wc -l`` and editors show.
-    """
-    try:
-        if path == "-":
-            return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", newline="\n", closefd=False)
-        return open(path, encoding="utf-8", errors="replace", newline="\n")
-    except OSError as exc:
-        raise LogReadError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-def iter_log_lines(stream: IO[str], path: str) -> Iterator[str]:
-    """Physical lines without their line ending; closes the stream when done."""
-    for block in iter_log_blocks(stream, path):
-        yield from block
-
-
-def iter_log_blocks(stream: IO[str], path: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[list[str]]:
-    """Physical lines without their line ending, many at a time; closes the stream when done.
-
-    The same lines as ``for line in stream`` with ``line.rstrip("\\r\\n")``, read a chunk at a time and split
-    in one C call each: iterating a text file costs more per line than the parser spends on many lines.
-    """
-    with stream:
-        carry = ""
-        try:
-            while True:
-                chunk = stream.read(chunk_chars)
-                if not chunk:
-                    break
-                text = carry + chunk if carry else chunk
-                lines = text.split("\n")
-                carry = lines.pop()
-                if "\r" in text:
-                    # Only a line's end loses its \r: the ones inside are tqdm redraws the parser reads.
-                    lines = list(map(str.rstrip, lines, repeat("\r")))
-                if lines:
-                    yield lines
-        except OSError as exc:
-            raise LogReadError(f"{path}: read failed: {exc.strerror or exc}") from None
-        if carry:
-            # The last line had no newline; a file iterator yields it too (unless it is empty).
-            carry = carry.rstrip("\r")
-            yield [carry]
 
 
 def _default_rank(path: str) -> int | None:
@@ -138,9 +81,9 @@ def summarise(path: str, jobs: int = 1, sizes: PartSizes = DEFAULT_SIZES) -> Par
         summary.format = totals.format
         return summary
     parser = _parser_for(path)
-    for lines in iter_log_blocks(open_log(path), path):
+    for lines, encoded in iter_log_blocks(open_log(path), path):
         summary.lines += len(lines)
-        records, events, blocks = parser.feed_block_columns(lines)
+        records, events, blocks = parser.feed_block_columns(lines, encoded)
         if blocks:
             records = with_block_ends(records, blocks, summary)
         if records or events:
@@ -170,7 +113,7 @@ def write_json(
             streams=(out,),
         )
     else:
-        pieces = _json_pieces(open_log(path), path, totals)
+        pieces = _json_pieces(iter_log_blocks(open_log(path), path), path, totals)
     # Only once the log is open: a log that cannot be read prints nothing but its error.
     out.write('{"records": [')
     binary: IO[bytes] | None = getattr(out, "buffer", None)
@@ -194,14 +137,13 @@ def write_json(
 
 
 def _json_pieces(
-    stream: IO[str], path: str, totals: ReadTotals
+    blocks: Iterator[LineBlock], path: str, totals: ReadTotals
 ) -> Iterator[tuple[str | bytes, list[dict[str, Any]]]]:
     """write_json's pieces read by one parser in this process: a block at a time, then its finish."""
-    blocks = iter_log_blocks(stream, path)
     parser = _parser_for(path)
     sink = JsonPieces()
-    for lines in blocks:
-        records, events, column_blocks = parser.feed_block_columns(lines)
+    for lines, encoded in blocks:
+        records, events, column_blocks = parser.feed_block_columns(lines, encoded)
         if records or events or column_blocks:
             sink.take(lines, records, events, column_blocks)
             yield sink.payload()

@@ -30,12 +30,12 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from multiprocessing.connection import Connection, wait
 from operator import sub
 from typing import IO, Any, Protocol, TypeVar, cast
 
 from trainmon_tui.model import LogEvent, LogRecord
+from trainmon_tui.parselog_read import decode_lines
 from trainmon_tui.parsers.trainlog.engine import ColumnBlock, LogParser
 
 _MAX_JOBS = 8
@@ -198,21 +198,6 @@ class _LineCounter:
         return self._lines
 
 
-def decode_lines(data: bytes, at_end: bool) -> list[str]:
-    """The lines of ``data`` (whole lines, the last ending in a newline unless ``at_end``), as
-    parselog_cmd.iter_log_blocks reads them: split on ``\\n`` only, a line's trailing ``\\r`` dropped."""
-    text = data.decode("utf-8", "replace")
-    lines = text.split("\n")
-    last = lines.pop()
-    if last and at_end:
-        lines.append(last)
-    elif last:
-        raise ValueError("a piece must end at a line end")
-    if "\r" in text:
-        lines = list(map(str.rstrip, lines, repeat("\r")))
-    return lines
-
-
 class _PartReader:
     """One process's reading: its parser and sink, and where in the file it is."""
 
@@ -272,7 +257,7 @@ class _PartReader:
             # The piece's end was a line end when the file was cut.
             raise FileChangedError from None
         if lines:
-            records, events, blocks = self._parser.feed_block_columns(lines)
+            records, events, blocks = self._parser.feed_block_columns(lines, data)
             self._sink.take(lines, records, events, blocks)
         return self._close_piece()
 

@@ -25,15 +25,20 @@ def _file_iterator_lines(text: str) -> list[str]:
     return [line.rstrip("\r\n") for line in stream]
 
 
-def _block_lines(text: str, chunk_chars: int) -> list[str]:
-    stream = io.StringIO(text, newline="\n")
-    blocks = list(iter_log_blocks(stream, "test.log", chunk_chars))
-    assert all(blocks)
+def _block_lines(text: str, chunk_bytes: int) -> list[str]:
+    encoded = text.encode("utf-8")
+    stream = io.BytesIO(encoded)
+    blocks = list(iter_log_blocks(stream, "test.log", chunk_bytes))
+    assert all(block.lines for block in blocks)
     assert stream.closed
-    return [line for block in blocks for line in block]
+    # Each block's bytes are its lines' own, in order: together, the file.
+    assert b"".join(block.encoded for block in blocks) == encoded
+    for block in blocks:
+        assert block.encoded.decode("utf-8").count("\n") in (len(block.lines), len(block.lines) - 1)
+    return [line for block in blocks for line in block.lines]
 
 
-@pytest.mark.parametrize("chunk_chars", [1, 2, 5, 64, 1 << 20])
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 5, 64, 1 << 20])
 @pytest.mark.parametrize(
     "text",
     [
@@ -49,14 +54,14 @@ def _block_lines(text: str, chunk_chars: int) -> list[str]:
         "é\u2028ü\nsecond\x0bline\x1b[0m\n",
     ],
 )
-def test_block_reader_yields_the_file_iterators_lines(text: str, chunk_chars: int) -> None:
-    assert _block_lines(text, chunk_chars) == _file_iterator_lines(text)
+def test_block_reader_yields_the_file_iterators_lines(text: str, chunk_bytes: int) -> None:
+    assert _block_lines(text, chunk_bytes) == _file_iterator_lines(text)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from(["a", "b", "\n", "\r", " ", "é"]), max_size=60), st.integers(1, 9))
-def test_block_reader_on_any_text(text: str, chunk_chars: int) -> None:
-    assert _block_lines(text, chunk_chars) == _file_iterator_lines(text)
+def test_block_reader_on_any_text(text: str, chunk_bytes: int) -> None:
+    assert _block_lines(text, chunk_bytes) == _file_iterator_lines(text)
 
 
 def _fixture_records() -> list[LogRecord]:

@@ -23,8 +23,6 @@ from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parselog_cmd import (
     ParseSummary,
     RankSummary,
-    iter_log_blocks,
-    open_log,
     summarise,
     write_json,
     write_text,
@@ -38,9 +36,9 @@ from trainmon_tui.parselog_parallel import (
     _PartReader,
     can_read_in_parts,
     cut_parts,
-    decode_lines,
     read_in_parts,
 )
+from trainmon_tui.parselog_read import decode_lines
 from trainmon_tui.parsers.trainlog.base import Hit
 from trainmon_tui.parsers.trainlog.engine import ColumnBlock, LogParser
 
@@ -337,10 +335,11 @@ def test_pieces_decode_to_the_lines_parse_log_reads(
     tmp_path_factory: pytest.TempPathFactory, data: bytes, cuts: list[int]
 ) -> None:
     """Cut anywhere just past a newline, the pieces' lines are the lines of the whole file as
-    iter_log_blocks reads them (undecodable bytes, redraws, a last line without its newline)."""
+    a text file's iterator gives them (undecodable bytes, redraws, a last line without its newline)."""
     path = tmp_path_factory.mktemp("decode") / "log"
     path.write_bytes(data)
-    expected = [line for block in iter_log_blocks(open_log(str(path)), str(path)) for line in block]
+    with path.open(encoding="utf-8", errors="replace", newline="\n") as handle:
+        expected = [line.rstrip("\r\n") for line in handle]
     ends = sorted({data.find(b"\n", cut) + 1 for cut in cuts if data.find(b"\n", cut) >= 0} | {len(data)})
     got: list[str] = []
     start = 0

@@ -8,6 +8,7 @@ and on random mixtures of fixture lines and arbitrary text cut into blocks of ra
 from __future__ import annotations
 
 import importlib.util
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.unit.family_helpers import Outcome, line_by_line
 from trainmon_tui.model import LogEvent, LogRecord
+from trainmon_tui.parselog_read import iter_log_blocks
 from trainmon_tui.parsers.trainlog.engine import LogParser
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -33,6 +35,19 @@ def _physical_lines(path: Path) -> list[str]:
     """The lines as parse-log reads them: decoding errors replaced, split on "\\n" only, ends stripped."""
     with path.open(encoding="utf-8", errors="replace", newline="\n") as handle:
         return [line.rstrip("\r\n") for line in handle]
+
+
+# Lines with digits and prefixes, for the bytes strategy below (their digits vary in the mixes it makes).
+_FIXTURE_LINES_SAMPLE = [
+    "[rank3]: step:10/100 train_loss:2.5",
+    "2023-03-22 10:11:12 step:12/100 train_loss:2.3",
+    "{'loss': 1.5, 'grad_norm': nan, 'epoch': 0.1}",
+    "  6/100 [====>.........] - ETA: 3s - loss: 0.5120",
+    "iter 120: loss 2.4312, time 35.12ms, mfu 41.20%",
+    "Epoch 1/10",
+    "Traceback (most recent call last):",
+    "torch.OutOfMemoryError: CUDA out of memory.",
+]
 
 
 def _in_blocks(lines: Sequence[str], sizes: Sequence[int]) -> Outcome:
@@ -51,6 +66,22 @@ def _in_blocks(lines: Sequence[str], sizes: Sequence[int]) -> Outcome:
         turn += 1
     new_records, new_events = parser.finish()
     return records + new_records, events + new_events, parser.format, parser.ranks
+
+
+def _in_read_blocks(data: bytes, chunk_bytes: int) -> tuple[list[str], Outcome]:
+    """The lines parse-log's reader makes of ``data``, and what the parser makes of them fed with the bytes
+    they were decoded from (shapes masked from the bytes, see LogParser.feed_block_columns)."""
+    parser = LogParser()
+    lines: list[str] = []
+    records: list[LogRecord] = []
+    events: list[LogEvent] = []
+    for block in iter_log_blocks(io.BytesIO(data), "test.log", chunk_bytes):
+        lines += block.lines
+        new_records, new_events = parser.feed_block(block.lines, block.encoded)
+        records += new_records
+        events += new_events
+    new_records, new_events = parser.finish()
+    return lines, (records + new_records, events + new_events, parser.format, parser.ranks)
 
 
 def _comparable(outcome: Outcome) -> str:
@@ -79,6 +110,48 @@ def test_every_fixture_reads_the_same_in_blocks(path: Path) -> None:
     assert _comparable(_in_blocks(lines, [len(lines) or 1])) == expected
     assert _comparable(_in_blocks(lines, [1])) == expected
     assert _comparable(_in_blocks(lines, [3, 1, 7])) == expected
+
+
+@pytest.mark.parametrize("path", _fixture_paths(), ids=lambda path: str(path.relative_to(FIXTURES)))
+def test_every_fixture_reads_the_same_with_its_bytes(path: Path) -> None:
+    data = path.read_bytes()
+    for chunk_bytes in (len(data) + 1, 300):
+        lines, outcome = _in_read_blocks(data, chunk_bytes)
+        assert lines == _physical_lines(path)
+        assert _comparable(outcome) == _comparable(line_by_line(lines))
+    # The same log with Windows line ends: the bytes keep a \r the lines have lost.
+    lines, outcome = _in_read_blocks(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), 500)
+    assert _comparable(outcome) == _comparable(line_by_line(lines))
+
+
+_LOG_BYTES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                b"\n",
+                b"\r\n",
+                b"\r",
+                b"\x1b[2K",
+                b"\x08",
+                b"\xff",
+                b"\xe2\x96",
+                b"\xe2\x96\x88",
+                b"\xf0\x9f\x9a\x80",
+            ]
+        ),
+        st.sampled_from(sorted({line.encode() for line in _FIXTURE_LINES_SAMPLE})),
+        st.binary(max_size=12),
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LOG_BYTES, st.integers(min_value=1, max_value=64))
+def test_any_bytes_read_the_same_with_their_bytes(data: bytes, chunk_bytes: int) -> None:
+    """Undecodable bytes, lone and doubled \r, terminal codes, characters of every width, cut anywhere."""
+    lines, outcome = _in_read_blocks(data, chunk_bytes)
+    assert _comparable(outcome) == _comparable(line_by_line(lines))
 
 
 def test_the_benchmark_mix_reads_the_same_in_blocks() -> None:

@@ -513,6 +513,28 @@ _MAX_SHAPES = 2048
 _MAX_SHAPE_BYTES = 1 << 18
 
 
+def _keys_from_encoded(encoded: bytes, count: int) -> list[bytes] | None:
+    """The shape keys of ``count`` lines from the bytes they were decoded from (see feed_block_columns); None
+    when those bytes hold another number of lines.
+
+    The digits masked in the bytes are the digits masked in the text: UTF-8 spells an ASCII digit with its
+    own byte only, and a decoder that replaces undecodable bytes never takes a digit into the replacement.
+    So two lines with equal keys have equal shapes (a line's kept ``\\r`` or undecodable bytes only make
+    lines of one shape use more than one key).
+    """
+    keys = encoded.translate(_MASK_DIGITS).split(b"\n")
+    if len(keys) == count + 1 and not keys[-1]:
+        keys.pop()
+    return keys if len(keys) == count else None
+
+
+def _redraws_in(encoded: bytes) -> bool:
+    """Whether a ``\\r`` in ``encoded`` may be inside a line rather than end a ``\\r\\n`` (which a reader
+    drops): a line read from there may hold redraws. Errs towards yes (``\\r\\r\\n``), which only costs a
+    test per line."""
+    return b"\r" in encoded and b"\r" in encoded.replace(b"\r\n", b"\n")
+
+
 class _LinePlan:
     """How :meth:`LogParser.feed_block` reads a plain physical line (no ``\\r``, no terminal codes) of one
     shape, decided once per raw line shape: where its text starts after the prefixes, where the rank and the
@@ -714,24 +736,30 @@ class LogParser:
             self._piece(line, self._line_no, records, events)
         return records, events
 
-    def feed_block(self, lines: Sequence[str]) -> tuple[list[LogRecord], list[LogEvent]]:
+    def feed_block(
+        self, lines: Sequence[str], encoded: bytes | None = None
+    ) -> tuple[list[LogRecord], list[LogEvent]]:
         """Many physical lines at once, as :meth:`feed` takes them: the records and events of all of them, in
-        the order feeding them one by one would have given."""
-        return self._feed_block(lines, None)
+        the order feeding them one by one would have given. ``encoded``: see :meth:`feed_block_columns`."""
+        return self._feed_block(lines, None, encoded)
 
     def feed_block_columns(
-        self, lines: Sequence[str]
+        self, lines: Sequence[str], encoded: bytes | None = None
     ) -> tuple[list[LogRecord], list[LogEvent], list[ColumnBlock]]:
         """What :meth:`feed_block` gives, with the records of the lines read column-wise left as columns: the
         records (in line order) and events of the other lines, and one :class:`ColumnBlock` per shape read
         column-wise, whose lines never hold one of those records. For consumers that turn many records into
-        text or totals cheaper from columns than from LogRecords (``parse-log``)."""
+        text or totals cheaper from columns than from LogRecords (``parse-log``).
+
+        ``encoded``, when given, is what a reader decoded ``lines`` from: their UTF-8 bytes (undecodable bytes
+        included), each line followed by ``\\n`` (the last one may not be), a line's ending ``\\r`` kept or
+        not. The lines' shapes are then masked from those bytes, which spares encoding the lines again."""
         blocks: list[ColumnBlock] = []
-        records, events = self._feed_block(lines, blocks)
+        records, events = self._feed_block(lines, blocks, encoded)
         return records, events, blocks
 
     def _feed_block(
-        self, lines: Sequence[str], blocks: list[ColumnBlock] | None
+        self, lines: Sequence[str], blocks: list[ColumnBlock] | None, encoded: bytes | None = None
     ) -> tuple[list[LogRecord], list[LogEvent]]:
         """feed_block, the lines read column-wise made into records, or (``blocks`` given) left in blocks
         appended there."""
@@ -746,15 +774,20 @@ class LogParser:
         line_no = self._line_no
         # Redraws and terminal codes are rare: one test over the whole block spares three per line. The shape
         # of every line (digits masked) comes from one C pass over the block too.
-        block = "\n".join(lines)
-        plain = not ("\r" in block or "\x1b" in block or "\x08" in block)
-        if not plain:
-            # The lines with redraws or terminal codes take the general path and need no shape; they may be
-            # hundreds of kilobytes of bar redraws, not worth encoding.
-            block = "\n".join(
-                ["" if ("\r" in line or "\x1b" in line or "\x08" in line) else line for line in lines]
-            )
-        keys = block.encode("utf-8", "surrogatepass").translate(_MASK_DIGITS).split(b"\n")
+        keys = None if encoded is None else _keys_from_encoded(encoded, len(lines))
+        if keys is not None:
+            assert encoded is not None
+            plain = not (b"\x1b" in encoded or b"\x08" in encoded or _redraws_in(encoded))
+        else:
+            block = "\n".join(lines)
+            plain = not ("\r" in block or "\x1b" in block or "\x08" in block)
+            if not plain:
+                # The lines with redraws or terminal codes take the general path and need no shape; they may
+                # be hundreds of kilobytes of bar redraws, not worth encoding.
+                block = "\n".join(
+                    ["" if ("\r" in line or "\x1b" in line or "\x08" in line) else line for line in lines]
+                )
+            keys = block.encode("utf-8", "surrogatepass").translate(_MASK_DIGITS).split(b"\n")
         if len(keys) != len(lines):
             # A line holding a newline of its own: no shape per line, every line takes the general path.
             keys = [b""] * len(lines)
