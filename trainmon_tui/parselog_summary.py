@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO
+from itertools import groupby
+from typing import IO, TypeVar
 
 from trainmon_tui.analysis.durations import format_duration
 from trainmon_tui.analysis.eta import Eta, estimate_eta
@@ -23,6 +24,16 @@ _MAX_EVENTS_SHOWN = 50
 # A rank's progress fields, each the latest known value (RankSummary).
 _PROGRESS_FIELDS = ("step", "total_steps", "epoch", "total_epochs", "batch", "batches_per_epoch")
 _LINE = operator.attrgetter("line")
+_RANK = operator.attrgetter("rank")
+_FIRST = operator.itemgetter(0)
+_TIME_AND_DONE = operator.itemgetter(1, 2)
+# An ETA point of a line whose record is not made: (line, timestamp, steps done).
+_HeldPoint = tuple[int, float, float]
+# What an open point (RankSummary.open_points) needs: the batch, and the epoch and batches per epoch then.
+_Unsettled = tuple[int, float | None, int | None]
+# A point as RankSummary.absorb_run gathers them: (line, timestamp, steps done, what it needs when open).
+_LinePoint = tuple[int, float, float, _Unsettled | None]
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -47,30 +58,66 @@ class RankSummary:
     open_points: list[tuple[int, int, float | None, int | None]] = field(default_factory=list)
 
     def absorb(self, record: LogRecord) -> None:
-        self.records += 1
-        self.last_line = record.line
-        if record.step is not None:
-            self.step = record.step
-        if record.total_steps is not None:
-            self.total_steps = record.total_steps
-        if record.epoch is not None:
-            self.epoch = record.epoch
-        if record.total_epochs is not None:
-            self.total_epochs = record.total_epochs
-        if record.batch is not None:
-            self.batch = record.batch
-        if record.batches_per_epoch is not None:
-            self.batches_per_epoch = record.batches_per_epoch
-        self.metrics.update(record.metrics)
-        if record.timestamp is not None:
-            done = self._steps_done(record)
-            if done is not None:
-                self.progress_points.append((record.timestamp, done))
-            elif self.midway and record.batch is not None and None in (self.epoch, self.batches_per_epoch):
-                self.open_points.append(
-                    (len(self.progress_points), record.batch, self.epoch, self.batches_per_epoch)
-                )
-                self.progress_points.append((record.timestamp, math.nan))
+        """Absorb the next record of this rank."""
+        self.absorb_run([record])
+
+    def absorb_run(self, records: list[LogRecord], held: list[_HeldPoint] | None = None) -> None:
+        """Absorb ``records`` of this rank, in line order, and the ETA points ``held`` for it by
+        :func:`with_block_ends` (their lines' records are not made), in line order with the records' points.
+
+        The progress fields live in locals while the records are read, so each record costs a few local
+        stores rather than attribute stores.
+        """
+        step, total_steps, epoch = self.step, self.total_steps, self.epoch
+        total_epochs, batch, per_epoch = self.total_epochs, self.batch, self.batches_per_epoch
+        # In place (the same dict): unlike update(), |= is called without building an argument tuple.
+        metrics = self.metrics
+        fresh: list[_LinePoint] = []
+        for record in records:
+            if record.step is not None:
+                step = record.step
+            if record.total_steps is not None:
+                total_steps = record.total_steps
+            if record.epoch is not None:
+                epoch = record.epoch
+            if record.total_epochs is not None:
+                total_epochs = record.total_epochs
+            if record.batch is not None:
+                batch = record.batch
+            if record.batches_per_epoch is not None:
+                per_epoch = record.batches_per_epoch
+            metrics |= record.metrics
+            if record.timestamp is None:
+                continue
+            # The steps done, from the fields as this record leaves them. Epoch-based logs number whole epochs
+            # from 1 (LogRecord's convention), so epoch N, batch b means N-1 epochs done plus b batches.
+            if record.step is not None:
+                fresh.append((record.line, record.timestamp, float(record.step), None))
+            elif record.batch is not None and per_epoch and epoch is not None:
+                done = (math.ceil(epoch) - 1) * per_epoch + record.batch
+                fresh.append((record.line, record.timestamp, done, None))
+            elif self.midway and record.batch is not None and (epoch is None or per_epoch is None):
+                fresh.append((record.line, record.timestamp, math.nan, (record.batch, epoch, per_epoch)))
+        self.step, self.total_steps, self.epoch = step, total_steps, epoch
+        self.total_epochs, self.batch, self.batches_per_epoch = total_epochs, batch, per_epoch
+        if records:
+            self.records += len(records)
+            self.last_line = records[-1].line
+        if held:
+            fresh += [(line, stamp, done, None) for line, stamp, done in held]
+            # Stable: points of one line (records of one line) keep their order; lines differ otherwise.
+            fresh.sort(key=_FIRST)
+        self._add_points(fresh)
+
+    def _add_points(self, points: list[_LinePoint]) -> None:
+        """Append points, in order, to ``progress_points``, an open one (with what it needs) also to
+        ``open_points`` at its position."""
+        progress_points = self.progress_points
+        if self.midway:
+            for position, (_, _, _, open_point) in enumerate(points, len(progress_points)):
+                if open_point is not None:
+                    self.open_points.append((position, *open_point))
+        progress_points.extend(map(_TIME_AND_DONE, points))
 
     def merge(self, later: RankSummary) -> None:
         """Fold in the summary of the part of the log that follows (made with ``midway``): afterwards this is
@@ -98,15 +145,6 @@ class RankSummary:
                 setattr(self, name, value)
         self.metrics.update(later.metrics)
 
-    def _steps_done(self, record: LogRecord) -> float | None:
-        if record.step is not None:
-            return float(record.step)
-        # Epoch-based logs number whole epochs from 1 (LogRecord's convention), so epoch N, batch b means N-1
-        # epochs done plus b batches.
-        if record.batch is not None and self.batches_per_epoch and self.epoch is not None:
-            return (math.ceil(self.epoch) - 1) * self.batches_per_epoch + record.batch
-        return None
-
     def total_units(self) -> float | None:
         if self.step is not None or self.total_steps is not None:
             return None if self.total_steps is None else float(self.total_steps)
@@ -133,6 +171,9 @@ class ParseSummary:
     format: str | None = None
     # A summary of a part of the log, to be merged into the summary of what comes before it (see merge).
     midway: bool = False
+    # Per rank, the ETA points with_block_ends took from lines whose records it did not make, for the next
+    # absorb to fold in line order with its records (so empty between a block's absorb and the next block).
+    held_points: dict[int | None, list[_HeldPoint]] = field(default_factory=dict)
 
     def rank(self, rank_id: int | None) -> RankSummary:
         summary = self.ranks.get(rank_id)
@@ -143,12 +184,11 @@ class ParseSummary:
         return summary
 
     def absorb(self, records: list[LogRecord], events: list[LogEvent]) -> None:
-        for record in records:
-            self.record_count += 1
-            summary = self.ranks.get(record.rank)
-            if summary is None:
-                summary = self.rank(record.rank)
-            summary.absorb(record)
+        """Fold in ``records`` (in line order) and the points held for them, and ``events``."""
+        self.record_count += len(records)
+        held = self.held_points
+        for rank_id, of_rank in _by_rank(records, held).items():
+            self.rank(rank_id).absorb_run(of_rank, held.pop(rank_id, None))
         for event in events:
             self.event_counts[event.kind] = self.event_counts.get(event.kind, 0) + 1
             if len(self.events) < _MAX_EVENTS_SHOWN:
@@ -165,30 +205,97 @@ class ParseSummary:
         self.events += later.events[: max(0, _MAX_EVENTS_SHOWN - len(self.events))]
 
 
+def _by_rank(
+    records: list[LogRecord], held: dict[int | None, list[_HeldPoint]]
+) -> dict[int | None, list[LogRecord]]:
+    """``records`` by rank, each rank's in line order, with every rank that has points held (maybe no
+    records)."""
+    by_rank: dict[int | None, list[LogRecord]] = {rank_id: [] for rank_id in held}
+    # A rank's records mostly come in runs (a log of one rank, or each rank's lines in bursts).
+    for rank_id, run in groupby(records, _RANK):
+        of_rank = by_rank.get(rank_id)
+        if of_rank is None:
+            by_rank[rank_id] = list(run)
+        else:
+            of_rank += run
+    return by_rank
+
+
 def with_block_ends(
     records: list[LogRecord], blocks: list[ColumnBlock], summary: ParseSummary
 ) -> list[LogRecord]:
-    """``records`` merged in line order with what the summary needs of each column-wise block: all its
-    records where they carry timestamps (every one is a point of the ETA) or ranks of their own, else only
-    its first and last, the others only counted (into ``summary``) as absorbed.
+    """``records`` merged in line order with what the summary needs of each column-wise block: of each rank's
+    lines in it, the records of the first and the last; the others are only counted (into ``summary``) as
+    absorbed, and where they carry timestamps, their ETA points are held in ``summary`` for the next
+    ``absorb``. Where the points would depend on fields of earlier records (a block without steps, whose
+    points count epochs and batches), all the block's records are made instead.
 
-    That folds to the same summary: the lines of a block share a rank and the same fields and metric names
-    (a field is a number on all of them or on none), so a metric's first appearance and every field's and
-    metric's last value are on a block's first or last line, or on another record.
+    That folds to the same summary: a rank's lines in a block share the same fields and metric names (a
+    field is a number on all of them or on none), so a metric's first appearance and every field's and
+    metric's last value are on its first or last line there, or on another record.
     """
     merged = list(records)
     for block in blocks:
         count = len(block.numbers)
-        rank_id = block.rank
-        if count <= 2 or isinstance(rank_id, list) or block.has_timestamps():
+        stamped = block.has_timestamps()
+        if count <= 2 or (stamped and block.columns.step is None):
             merged += block.records()
             continue
-        merged += block.records((0, count - 1))
-        rank = summary.rank(rank_id)
-        rank.records += count - 2
-        summary.record_count += count - 2
+        stamps = block.timestamps() if stamped else None
+        for rank_id, indexes in _indexes_by_rank(block.rank, count).items():
+            merged += [_line_record(block, at, stamps) for at in {indexes[0]: None, indexes[-1]: None}]
+            middle = indexes[1:-1]
+            if middle:
+                rank = summary.rank(rank_id)
+                rank.records += len(middle)
+                summary.record_count += len(middle)
+                if stamps is not None:
+                    summary.held_points.setdefault(rank_id, []).extend(_points_at(block, middle, stamps))
     merged.sort(key=_LINE)
     return merged
+
+
+def _indexes_by_rank(rank: list[int] | int | None, count: int) -> Mapping[int | None, Sequence[int]]:
+    """The indexes of a block's lines of each rank, ascending."""
+    if not isinstance(rank, list):
+        return {rank: range(count)}
+    by_rank: dict[int | None, list[int]] = {}
+    for at, rank_id in enumerate(rank):
+        by_rank.setdefault(rank_id, []).append(at)
+    return by_rank
+
+
+def _line_record(block: ColumnBlock, at: int, stamps: list[float | None] | None) -> LogRecord:
+    """The record of a block's line at index ``at`` (as ``block.records`` makes it, given the block's
+    timestamps, which that would read again)."""
+    columns = block.columns
+    return LogRecord(
+        line=block.numbers[at],
+        rank=_value_at(block.rank, at),
+        step=_value_at(columns.step, at),
+        total_steps=_value_at(columns.total_steps, at),
+        epoch=_value_at(columns.epoch, at),
+        total_epochs=_value_at(columns.total_epochs, at),
+        batch=_value_at(columns.batch, at),
+        batches_per_epoch=_value_at(columns.batches_per_epoch, at),
+        metrics=dict(zip(columns.names, [values[at] for values in columns.values], strict=True)),
+        timestamp=None if stamps is None else stamps[at],
+    )
+
+
+def _value_at(column: list[_T] | _T | None, at: int) -> _T | None:
+    """A column's value on the line at index ``at``: one per line, or one for all."""
+    return column[at] if isinstance(column, list) else column
+
+
+def _points_at(block: ColumnBlock, indexes: Sequence[int], stamps: list[float | None]) -> list[_HeldPoint]:
+    """The ETA points of a block's lines at ``indexes`` (those with a timestamp): a line with a step has done
+    that many steps, whatever came before it."""
+    numbers, step = block.numbers, block.columns.step
+    assert step is not None
+    if isinstance(step, list):
+        return [(numbers[at], stamp, float(step[at])) for at in indexes if (stamp := stamps[at]) is not None]
+    return [(numbers[at], stamp, float(step)) for at in indexes if (stamp := stamps[at]) is not None]
 
 
 class SummaryPieces:
