@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tests.unit.family_helpers import Outcome, line_by_line
 from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parselog_read import iter_log_blocks
+from trainmon_tui.parsers.trainlog import engine
 from trainmon_tui.parsers.trainlog.engine import LogParser
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -278,3 +279,50 @@ def test_the_line_plan_cache_stays_bounded() -> None:
     assert 0 < len(parser._line_plans) <= 2048
     records, _ = parser.feed_block(["step:7/10 train_loss:2.5"])
     assert records[0].step == 7
+
+
+_STAMP_FORMATS = [
+    "{y}-{mo}-{d} {h}:{mi}:{s} step:7/10 train_loss:2.5",
+    "[{y}-{mo}-{d} {h}:{mi}:{s},{f}] [INFO] step:7/10 train_loss:2.5",
+    "{y}-{mo}-{d}T{h}:{mi}:{s}.{f}Z step:7/10 train_loss:2.5",
+    "{y}-{mo}-{d} {h}:{mi}:{s}.{f}+05:30 step:7/10 train_loss:2.5",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(_STAMP_FORMATS),
+    st.lists(
+        st.tuples(
+            st.integers(1990, 2030),
+            st.integers(0, 19),  # months up to 19, days up to 39, hours up to 29...: some lines no real time
+            st.integers(0, 39),
+            st.integers(0, 29),
+            st.integers(0, 69),
+            st.integers(0, 69),
+            st.integers(0, 999),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.booleans(),
+)
+def test_a_blocks_timestamps_read_column_wise_are_the_lines_own(
+    template: str, parts: list[tuple[int, int, int, int, int, int, int]], all_real: bool
+) -> None:
+    """ColumnBlock's timestamps come from one pass over the lines of a shape; each is what reading the line
+    alone gives (a day seen for the first time, times out of range, fractions, UTC offsets)."""
+    if all_real:
+        parts = [(y, mo % 12 + 1, d % 28 + 1, h % 24, mi % 60, s % 61, f) for y, mo, d, h, mi, s, f in parts]
+    lines = [
+        template.format(
+            y=y, mo=f"{mo:02d}", d=f"{d:02d}", h=f"{h:02d}", mi=f"{mi:02d}", s=f"{s:02d}", f=f"{f:03d}"
+        )
+        for y, mo, d, h, mi, s, f in parts
+    ]
+    spans = engine._prefix_spans(lines[0])[2]
+    assert spans is not None
+    expected = [engine._stamp_at(line, spans) for line in lines]
+    # Twice: the first pass may meet days not yet cached, the second finds them cached.
+    assert repr(engine._stamps_at(lines, spans)) == repr(expected)
+    assert repr(engine._stamps_at(lines, spans)) == repr(expected)
