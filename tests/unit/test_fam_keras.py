@@ -117,3 +117,17 @@ def test_parse_never_raises(text: str) -> None:
     family.parse("Epoch " + text)
     family.parse("12/34 [====>....] - 1s 5ms/step - " + text)
     family.parse(text)
+
+
+def test_shape_reader_reads_values_float_refuses_as_parse() -> None:
+    # The reader of a shape with fixed keys reads only the values; a value float() refuses ("12%", "n/a")
+    # sends the line to the whole reading.
+    reading, parsing = KerasFamily(), KerasFamily()
+    for family in (reading, parsing):
+        family.parse("Epoch 2/5")
+    shape = "10/10 [==============================] - 1s 9ms/step - loss: {} - acc: {} - train_loss: {}"
+    for values in [("0.51", "0.25", "0.49"), ("n/a", "0.25", "0.49"), ("0.51", "25%", "0.49")]:
+        line = shape.format(*values)
+        assert repr(reading.for_shape(line)(line)) == repr(parsing.parse(line)), line
+    hit = reading.for_shape(shape.format("n/a", "0.25", "0.49"))(shape.format("n/a", "0.25", "0.49"))
+    assert hit is not None and hit.metrics == {"acc": 0.25, "loss": 0.49} and hit.epoch == 2.0

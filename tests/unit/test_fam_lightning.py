@@ -146,3 +146,16 @@ def test_parse_never_raises(text: str) -> None:
     family.parse("Epoch " + text)
     family.parse("Epoch 1: 5%|█| 1/20 [00:01<00:19, 1.0it/s, " + text + "]")
     family.parse("Epoch 0/3 " + text + " 2/2 0:00:15 • 0:00:00 6.37it/s " + text)
+
+
+def test_shape_reader_reads_values_float_refuses_as_parse() -> None:
+    # The reader of a shape with fixed keys reads only the values; a value float() refuses ("n/a", "12%")
+    # sends the line to the whole reading, where a skipped "loss" leaves its name to "train_loss".
+    bar = "Epoch 1:  50%|█████     | 5/10 [00:05<00:05,  1.00it/s, loss={}, v_num=0, train_loss={}, step={}]"
+    reading, parsing = LightningFamily(), LightningFamily()
+    for values in [("0.5", "0.4", "7"), ("n/a", "0.4", "7"), ("0.5", "12%", "3.2e+4"), ("0.5", "0.4", "nan")]:
+        line = bar.format(*values)
+        assert repr(reading.for_shape(line)(line)) == repr(parsing.parse(line)), line
+    line = bar.format("n/a", "0.4", "7")
+    hit = reading.for_shape(line)(line)
+    assert hit is not None and hit.metrics == {"loss": 0.4} and hit.step == 7

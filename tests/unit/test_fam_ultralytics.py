@@ -134,3 +134,23 @@ def test_parse_never_raises(text: str) -> None:
     family.parse("Class Images " + text)
     family.parse("all " + text)
     family.parse(text)
+
+
+def test_alternating_cut_and_whole_validation_headers_keep_their_own_names() -> None:
+    # A narrow terminal prints the header cut off, then whole with its bar: the names of each print are
+    # remembered once (fam_ultralytics' header caches) and stay what that print names.
+    cut = "          Class     Images  Instances      Box(P          R      mAP50  mAP50-"
+    whole = cut + "95): 100%|█| 8/8"
+    row = "            all        722       1444      0.991      0.997      0.994      0.716"
+    family = UltralyticsFamily()
+    family.parse("      Epoch    GPU_mem   box_loss   cls_loss   dfl_loss  Instances       Size")
+    family.parse("    70/1000      6.73G      1.081     0.4706      1.084        10     640: 100%|█| 1/16")
+    seen: list[dict[str, float]] = []
+    for header in (cut, whole, cut, whole):
+        family.parse(header)
+        hit = family.parse(row)
+        assert hit is not None
+        seen.append(hit.metrics)
+    # The cut column's value is no metric; the row is read right-aligned.
+    assert seen[0] == seen[2] == {"map50": 0.994, "recall": 0.997, "precision": 0.991}
+    assert seen[1] == seen[3] == {"map50_95": 0.716, "map50": 0.994, "recall": 0.997, "precision": 0.991}

@@ -143,12 +143,34 @@ def test_nanogpt_mfu_placeholder_goes_to_the_line_reader() -> None:
     assert columns.values == ([2.3], [32.1], [-12.5])
 
 
+def test_values_printed_as_nan_are_read_column_wise_as_the_line_reader_reads_them() -> None:
+    # A NaN timing is modded-nanogpt's warm-up placeholder, left out of every line of its shape; a NaN loss
+    # is kept.
+    cases: list[tuple[ColumnFamily, str]] = [
+        (ModdedNanoGptFamily(), "step:3/20 train_loss:10.8 train_time:120ms step_avg:nanms"),
+        (ModdedNanoGptFamily(), "step:4/20 train_loss:nan"),
+        (NanoGptFamily(), "iter 425: loss nan, time 1440.31ms, mfu 0.01%"),
+        (NanoGptFamily(), "iter 7: loss 2.5, time nanms, mfu nan%"),
+    ]
+    for family, line in cases:
+        reader = family.columns_for_shape(line)
+        assert reader is not None, line
+        lines = [line, _other_digits(line, random.Random(line))]
+        columns = reader(lines, 0)
+        assert columns is not None, line
+        for by_column, text in zip(_column_hits(columns, len(lines)), lines, strict=True):
+            _assert_same_hit(by_column, family.for_shape(line)(text), text)
+    placeholder = cases[0][1]
+    reader = cases[0][0].columns_for_shape(placeholder)
+    columns = None if reader is None else reader([placeholder], 0)
+    assert columns is not None and columns.names == ("loss", "train_time_ms")
+
+
 def test_shapes_with_words_for_values_have_no_column_reader() -> None:
-    # A NaN timing is modded-nanogpt's warm-up placeholder, left out per line: no column reader for it.
-    assert (
-        ModdedNanoGptFamily().columns_for_shape("step:0/20 val_loss:10.8 train_time:0ms step_avg:nanms")
-        is None
-    )
+    # Only NaN timings: the line reader finds no metric on any line of the shape.
+    assert ModdedNanoGptFamily().columns_for_shape("step:0/20 step_avg:nanms") is None
+    # A word float() cannot read.
+    assert NanoGptFamily().columns_for_shape("iter 7: loss n/a, time 30.10ms") is None
     # A HF summary dict keeps its own names; read per line.
     assert (
         HfTrainerFamily().columns_for_shape("{'train_runtime': 12.5, 'train_loss': 2.1, 'epoch': 3.0}")
@@ -332,7 +354,7 @@ def test_column_readers_that_read_state_see_the_state_of_their_lines(reads_state
         records: list[LogRecord] = []
         for at in range(0, len(lines), size):
             records += parser.feed_block(lines[at : at + size])[0]
-        same = _comparable(records) == _comparable(expected[0])
+        same = repr(records) == repr(expected[0])
         assert same == reads_state, size
     # Column-wise reading happened, and the column blocks parse-log reads carry the same epochs.
     parser = LogParser(families=[family])

@@ -22,9 +22,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, never_reads
+from trainmon_tui.parsers.trainlog.base import Hit, Span, never_reads
 from trainmon_tui.parsers.trainlog.fam_tqdm import (
+    FixedPairs,
     PairSpans,
+    fixed_pairs,
     pair_spans,
     read_pair_spans,
     read_pairs,
@@ -82,19 +84,44 @@ class KerasFamily:
         bar = _BAR_RE.match(text)
         if bar is None:
             # An epoch header (which parse reads into the family's state), or no Keras line at all.
-            return self.parse if _HEADER_RE.match(text) is not None else never_reads
+            header = _HEADER_RE.match(text)
+            if header is None:
+                return never_reads
+            return partial(self._read_header, header.span(1), header.span(2))
         items, starts = split_starts(text, bar.end(), " - ")
         if len(items) < 2 and "/step" not in items[0]:
             return never_reads
         spans = pair_spans(items[1:], starts[1:], ": ")
         total_span = None if bar[2] == "Unknown" else bar.span(2)
+        fixed = fixed_pairs(spans, _NOT_METRICS)
+        if fixed is not None:
+            return partial(self._read_fixed_bar, fixed, spans, bar.span(1), total_span)
         return partial(self._read_bar, spans, bar.span(1), total_span)
 
-    def _read_bar(
-        self, spans: PairSpans, batch_span: tuple[int, int], total_span: tuple[int, int] | None, text: str
-    ) -> Hit:
+    def _read_header(self, epoch_span: Span, total_span: Span, text: str) -> Hit:
+        """What parse reads from an epoch header of the shape the spans were found in."""
+        self._epoch = float(text[epoch_span[0] : epoch_span[1]])
+        self._total_epochs = int(text[total_span[0] : total_span[1]])
+        return Hit(None, None, self._epoch, self._total_epochs, None, None, {})
+
+    def _read_bar(self, spans: PairSpans, batch_span: Span, total_span: Span | None, text: str) -> Hit:
         metrics: dict[str, float] = {}
         read_pair_spans(text, spans, metrics, _NOT_METRICS)
+        total = None if total_span is None else int(text[total_span[0] : total_span[1]])
+        batch = int(text[batch_span[0] : batch_span[1]])
+        return Hit(None, None, self._epoch, self._total_epochs, batch, total, metrics)
+
+    def _read_fixed_bar(
+        self, pairs: FixedPairs, spans: PairSpans, batch_span: Span, total_span: Span | None, text: str
+    ) -> Hit:
+        """_read_bar for a shape whose keys are fixed (see fam_tqdm.fixed_pairs): the names are settled, only
+        the values are read, unless one is no float literal (then as _read_bar reads the line)."""
+        metrics: dict[str, float] = {}
+        try:
+            for name, raw_at, raw_end in pairs:
+                metrics[name] = float(text[raw_at:raw_end])
+        except ValueError:
+            return self._read_bar(spans, batch_span, total_span, text)
         total = None if total_span is None else int(text[total_span[0] : total_span[1]])
         batch = int(text[batch_span[0] : batch_span[1]])
         return Hit(None, None, self._epoch, self._total_epochs, batch, total, metrics)

@@ -26,15 +26,18 @@ from collections.abc import Callable
 from functools import partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, never_reads
+from trainmon_tui.parsers.trainlog.base import Hit, Span, never_reads
 from trainmon_tui.parsers.trainlog.fam_tqdm import (
     BAR_RE,
+    FixedPairs,
     PairSpans,
     add_metric,
+    fixed_postfix_pairs,
     postfix_spans,
     read_pairs,
     read_postfix,
     read_postfix_spans,
+    to_int,
     to_number,
 )
 
@@ -125,6 +128,11 @@ class LightningFamily:
             return self.parse
         postfix_at = bar.start(5)
         postfix = () if postfix_at < 0 else postfix_spans(bar[5], postfix_at)
+        fixed = fixed_postfix_pairs(postfix)
+        if fixed is not None:
+            pairs, step_span = fixed
+            counts = (bar.span(1), bar.span(3), bar.span(4))
+            return partial(self._read_fixed_bar, pairs, step_span, postfix, counts)
         return partial(self._read_bar, postfix, bar.span(1), bar.span(3), bar.span(4))
 
     def _read_bar(
@@ -140,6 +148,32 @@ class LightningFamily:
         epoch = float(int(text[epoch_span[0] : epoch_span[1]]) + self._bar_epoch_shift)
         batch = int(text[batch_span[0] : batch_span[1]])
         total = int(text[total_span[0] : total_span[1]])
+        return Hit(step, None, epoch, None, batch, total, metrics)
+
+    def _read_fixed_bar(
+        self,
+        pairs: FixedPairs,
+        step_span: Span | None,
+        postfix: PairSpans,
+        counts: tuple[Span, Span, Span],
+        text: str,
+    ) -> Hit:
+        """_read_bar for a shape whose postfix keys are fixed (see fam_tqdm.fixed_postfix_pairs), ``counts``
+        being the epoch's, the batch's and the total's spans: only the values are read, unless one is no float
+        literal (then as _read_bar reads the line)."""
+        metrics: dict[str, float] = {}
+        step = None
+        try:
+            for name, raw_at, raw_end in pairs:
+                metrics[name] = float(text[raw_at:raw_end])
+            if step_span is not None:
+                step = to_int(float(text[step_span[0] : step_span[1]]))
+        except ValueError:
+            return self._read_bar(postfix, *counts, text)
+        (epoch_at, epoch_end), (batch_at, batch_end), (total_at, total_end) = counts
+        epoch = float(int(text[epoch_at:epoch_end]) + self._bar_epoch_shift)
+        batch = int(text[batch_at:batch_end])
+        total = int(text[total_at:total_end])
         return Hit(step, None, epoch, None, batch, total, metrics)
 
 

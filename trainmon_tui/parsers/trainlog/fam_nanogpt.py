@@ -162,7 +162,8 @@ class NanoGptFamily:
 
     def columns_for_shape(self, text: str) -> ColumnReader | None:
         """A column reader for ``text``'s shape (see base.ColumnFamily) when every pair's name is fixed and
-        every number is plain digits; the MFU placeholder is left to the per-line reader."""
+        every number is plain digits or a word float() reads ("nan"); the MFU placeholder is left to the
+        per-line reader."""
         match = _KARPATHY_RE.match(text)
         if match is None:
             return None
@@ -182,7 +183,7 @@ class NanoGptFamily:
                 number_end -= len(unit)
             if text[number_end - 1 : number_end] == "%":
                 number_end -= 1  # _number's "%" (after a unit too: "5%s" reads as 5)
-            if name is None or not plain_float_shape(text[number_at:number_end]):
+            if name is None or not _column_number(text[number_at:number_end]):
                 return None
             names.append(name)
             spans.append((number_at, number_end))
@@ -279,7 +280,8 @@ class ModdedNanoGptFamily:
 
     def columns_for_shape(self, text: str) -> ColumnReader | None:
         """A column reader for ``text``'s shape (see base.ColumnFamily) when every key is fixed and every
-        number is plain digits (so no timing is the NaN placeholder)."""
+        number is plain digits or a word float() reads ("nan"); a timing printed as "nan" is the warm-up
+        placeholder on every line of the shape, so its column is left out."""
         match = _MODDED_RE.match(text) if text.startswith("step:") else None
         if match is None:
             return None
@@ -289,14 +291,32 @@ class ModdedNanoGptFamily:
         plan: tuple[tuple[int, int, int, int, bool, str, str | None], ...] = reader.args[0]
         names: list[str] = []
         spans: list[Span] = []
-        for _key_at, _key_end, number_at, number_end, _timing, _unit, name in plan:
-            if name is None or not plain_float_shape(text[number_at:number_end]):
+        for _key_at, _key_end, number_at, number_end, timing, _unit, name in plan:
+            number = text[number_at:number_end]
+            if name is None or not _column_number(number):
                 return None
+            if timing and not has_digit(number) and isnan(float(number)):
+                # "nanms" on every line of the shape: the warm-up placeholder, left out of every Hit.
+                continue
             names.append(name)
             spans.append((number_at, number_end))
         if not names:
             return None
         return partial(_modded_columns, match.span(1), group_span(match, 2), tuple(names), tuple(spans))
+
+
+def _column_number(number: str) -> bool:
+    """Whether ``float()`` reads a value's text on every line of its shape as the per-line readers do (or
+    raises): plain digits, or a word ``float()`` reads ("nan", "inf"), which has no digit to differ by."""
+    if plain_float_shape(number):
+        return True
+    if has_digit(number):
+        return False
+    try:
+        float(number)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_karpathy(

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import (
     Hit,
+    Span,
     canonical_metric_name,
     has_digit,
     never_reads,
@@ -301,6 +302,47 @@ def read_pair_spans(text: str, spans: PairSpans, metrics: dict[str, float], skip
         if name in metrics:
             name = own_name(key)
         metrics[name] = value
+
+
+#: (metric name, value start, value end) of each pair a reader stores, for a shape whose keys are fixed (see
+#: :func:`fixed_pairs`).
+FixedPairs = tuple[tuple[str, int, int], ...]
+
+
+def fixed_pairs(spans: PairSpans, skip: frozenset[str]) -> FixedPairs | None:
+    """For a shape whose pairs (at ``spans``) all have fixed keys, the pairs :func:`read_pair_spans` stores
+    (those not in ``skip``) with the names it stores them under on a line where ``float()`` reads every
+    value: storing ``float()`` of each value under its name, in order, is then what it does. (Where a value
+    is no float literal, the name of a later one may differ: such a line must be read by it.) None when some
+    key holds a digit, so that its name may differ per line."""
+    pairs: list[tuple[str, int, int]] = []
+    stored: set[str] = set()
+    for _key_at, _key_end, raw_at, raw_end, fixed in spans:
+        if fixed is None:
+            return None
+        key, name = fixed
+        if key in skip:
+            continue
+        if name in stored:
+            name = own_name(key)
+        stored.add(name)
+        pairs.append((name, raw_at, raw_end))
+    return tuple(pairs)
+
+
+def fixed_postfix_pairs(spans: PairSpans) -> tuple[FixedPairs, Span | None] | None:
+    """:func:`fixed_pairs` for the postfix pairs at ``spans`` as :func:`read_postfix_spans` reads them, and
+    where the value it takes the step from is (the last step key's: each one read replaces the step), None
+    when the postfix shows no step. On a line where ``float()`` reads every one of those values, the step is
+    ``to_int(float(value))``."""
+    pairs = fixed_pairs(spans, _NOT_METRICS)
+    if pairs is None:
+        return None
+    step: Span | None = None
+    for _key_at, _key_end, raw_at, raw_end, fixed in spans:
+        if fixed is not None and fixed[0] in _STEP_KEYS:
+            step = (raw_at, raw_end)
+    return pairs, step
 
 
 def is_training_loop(name: str) -> bool:

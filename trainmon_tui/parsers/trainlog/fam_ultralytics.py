@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from typing import ClassVar
 
-from trainmon_tui.parsers.trainlog.base import Hit, never_reads, snake_case
+from trainmon_tui.parsers.trainlog.base import Hit, Span, never_reads, plain_float_shape, snake_case
 from trainmon_tui.parsers.trainlog.fam_tqdm import BAR_RE, to_number
 
 _ROW_RE = re.compile(r"\s*(\d{1,9})/(\d{1,9})\s+(\S[^:]*?)\s*(?::|$)")
@@ -34,6 +34,12 @@ _NOT_METRICS = frozenset({"instances", "targets", "size", "img_size"})
 _VAL_NAMES = {"p": "precision", "r": "recall"}
 
 
+# Column names are remembered per header text: the header is printed again before every epoch, and a log may
+# alternate between two prints of it (a validation header cut off by the terminal and a whole one).
+_MAX_HEADERS = 1024
+
+
+@lru_cache(maxsize=_MAX_HEADERS)
 def _train_columns(header: str) -> tuple[str, ...]:
     """Metric names of the columns after ``Epoch`` ('' for a column that is not a metric)."""
     names = []
@@ -49,6 +55,12 @@ def _val_columns(header: str) -> tuple[str, ...]:
     cut = header.find("%")
     if cut >= 0:
         header = header[: header.rfind(":", 0, cut)]
+    return _val_names(header)
+
+
+@lru_cache(maxsize=_MAX_HEADERS)
+def _val_names(header: str) -> tuple[str, ...]:
+    """:func:`_val_columns` of a header without its bar."""
     names = []
     head = ""
     for raw in header.rstrip(":").split():
@@ -69,6 +81,39 @@ def _val_columns(header: str) -> tuple[str, ...]:
 
 
 _CLAIMED = Hit()
+# Memory sizes print a unit after the number ("6.73G"); float() refuses them (see _size_value).
+_SIZE_UNITS = frozenset("gGmMkK")
+
+#: Where each whitespace-separated value of a row is, and the function that reads it as to_number does.
+_ValuePlan = tuple[tuple[int, int, Callable[[str], float | None]], ...]
+
+
+def _value_plan(text: str, start: int) -> _ValuePlan:
+    """The values of ``text[start:]`` split on whitespace: where each is, and how to read it."""
+    plan: list[tuple[int, int, Callable[[str], float | None]]] = []
+    at = start
+    for value in text[start:].split():
+        # The value's place: only whitespace lies between it and the end of the previous one.
+        at = text.find(value, at)
+        plan.append((at, at + len(value), _value_reader(value)))
+        at += len(value)
+    return tuple(plan)
+
+
+def _value_reader(value: str) -> Callable[[str], float | None]:
+    """A function reading every value of ``value``'s shape (its digits masked) as to_number reads it."""
+    if value[-1:] in _SIZE_UNITS and plain_float_shape(value[:-1]):
+        return _size_value
+    return to_number
+
+
+def _size_value(raw: str) -> float | None:
+    """to_number of a memory size (``6.73G``), without its two failed float() calls: float() refuses the
+    unit, and parse_number then reads the number before it in the printed unit (or nothing)."""
+    try:
+        return float(raw[:-1])
+    except ValueError:
+        return None
 
 
 class UltralyticsFamily:
@@ -111,35 +156,32 @@ class UltralyticsFamily:
         return None
 
     def for_shape(self, text: str) -> Callable[[str], Hit | None]:
-        """A reader for every line of ``text``'s shape (its digits masked) that is a training row: its epoch,
-        values and bar sit at the same places on all of them (see parse); they are named by the header read
-        last, as parse names them. Headers and validation rows are read by parse."""
+        """A reader for every line of ``text``'s shape (its digits masked) that is a training or validation
+        row: its epoch, values and bar sit at the same places on all of them (see parse); they are named by
+        the header read last, as parse names them. Headers are read by parse."""
         stripped = text.lstrip()
         if stripped.startswith("Epoch ") and "mem" not in text:
             return never_reads  # another framework's "Epoch" line: parse passes it by
-        if stripped.startswith(("Epoch ", "Class ", "all ")):
+        if stripped.startswith(("Epoch ", "Class ")):
             return self.parse
+        if stripped.startswith("all "):
+            # (No training row starts with a word: parse reads such a line as a validation row or not at all.)
+            values = _value_plan(text, len(text) - len(stripped))[1:]
+            return partial(self._read_val_row, tuple(reversed(values)))
         row = _ROW_RE.match(text)
         if row is None:
             return never_reads
-        values_at = row.start(3)
-        values: list[tuple[int, int]] = []
-        at = 0
-        for value in row[3].split():
-            # The value's place: only whitespace lies between it and the end of the previous one.
-            at = row[3].find(value, at)
-            values.append((values_at + at, values_at + at + len(value)))
-            at += len(value)
         bar = BAR_RE.search(text, row.end())
         counts = None if bar is None else (bar.span(2), bar.span(3))
-        return partial(self._read_row, tuple(values), row.span(1), row.span(2), counts)
+        values = _value_plan(text[: row.end(3)], row.start(3))
+        return partial(self._read_row, values, row.span(1), row.span(2), counts)
 
     def _read_row(
         self,
-        values: tuple[tuple[int, int], ...],
-        epoch_span: tuple[int, int],
-        total_span: tuple[int, int],
-        counts: tuple[tuple[int, int], tuple[int, int]] | None,
+        values: _ValuePlan,
+        epoch_span: Span,
+        total_span: Span,
+        counts: tuple[Span, Span] | None,
         text: str,
     ) -> Hit | None:
         """What parse reads from a training row of the shape the spans were found in."""
@@ -149,10 +191,10 @@ class UltralyticsFamily:
         metrics: dict[str, float] = {}
         loss_sum = 0.0
         loss_parts = 0
-        for name, (start, end) in zip(names, values, strict=False):
+        for name, (start, end, read) in zip(names, values, strict=False):
             if not name:
                 continue
-            value = to_number(text[start:end])
+            value = read(text[start:end])
             if value is None:
                 continue
             metrics[name] = value
@@ -163,12 +205,28 @@ class UltralyticsFamily:
             metrics["loss"] = loss_sum
         self._epoch = float(text[epoch_span[0] : epoch_span[1]])
         self._total_epochs = int(text[total_span[0] : total_span[1]])
-        hit = Hit(epoch=self._epoch, total_epochs=self._total_epochs, metrics=metrics)
-        if counts is not None:
-            (batch_at, batch_end), (total_at, total_end) = counts
-            hit.batch = int(text[batch_at:batch_end])
-            hit.batches_per_epoch = int(text[total_at:total_end])
-        return hit
+        if counts is None:
+            return Hit(None, None, self._epoch, self._total_epochs, None, None, metrics)
+        (batch_at, batch_end), (per_epoch_at, per_epoch_end) = counts
+        batch = int(text[batch_at:batch_end])
+        per_epoch = int(text[per_epoch_at:per_epoch_end])
+        return Hit(None, None, self._epoch, self._total_epochs, batch, per_epoch, metrics)
+
+    def _read_val_row(self, values: _ValuePlan, text: str) -> Hit | None:
+        """What parse reads from a validation row of the shape whose values (last first) are at ``values``
+        (see _val_row)."""
+        if not self._val_names:
+            return None
+        metrics: dict[str, float] = {}
+        for name, (start, end, read) in zip(reversed(self._val_names), values, strict=False):
+            if not name:
+                continue
+            value = read(text[start:end])
+            if value is not None:
+                metrics[name] = value
+        if not metrics:
+            return None
+        return Hit(None, None, self._epoch, self._total_epochs, None, None, metrics)
 
     def _train_row(self, row: re.Match[str], text: str) -> Hit | None:
         values = row[3].split()
