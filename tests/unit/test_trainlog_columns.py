@@ -21,9 +21,12 @@ from tests.unit.family_helpers import Outcome, engine_cleaned, line_by_line
 from trainmon_tui.model import LogEvent, LogRecord
 from trainmon_tui.parsers.trainlog.base import ColumnFamily, ColumnReader, Columns, Hit
 from trainmon_tui.parsers.trainlog.engine import LogParser
+from trainmon_tui.parsers.trainlog.fam_deepspeed import DeepSpeedFamily
 from trainmon_tui.parsers.trainlog.fam_fairseq import FairseqFamily
 from trainmon_tui.parsers.trainlog.fam_hf import HfTrainerFamily
 from trainmon_tui.parsers.trainlog.fam_megatron import MegatronFamily
+from trainmon_tui.parsers.trainlog.fam_metriclogger import MetricLoggerFamily
+from trainmon_tui.parsers.trainlog.fam_mmengine import MmcvFamily, MmengineFamily
 from trainmon_tui.parsers.trainlog.fam_nanogpt import ModdedNanoGptFamily, NanoGptFamily
 from trainmon_tui.parsers.trainlog.fam_torchtitan import TorchTitanFamily
 
@@ -35,6 +38,10 @@ COLUMN_FAMILIES: list[type[ColumnFamily]] = [
     FairseqFamily,
     MegatronFamily,
     TorchTitanFamily,
+    MetricLoggerFamily,
+    MmengineFamily,
+    MmcvFamily,
+    DeepSpeedFamily,
 ]
 _PROGRESS = ("step", "total_steps", "epoch", "total_epochs", "batch", "batches_per_epoch")
 

@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 
 from tests.unit.family_helpers import engine_cleaned
 from trainmon_tui.parsers.trainlog.base import Hit, ShapeAwareFamily
+from trainmon_tui.parsers.trainlog.fam_deepspeed import DeepSpeedFamily
 from trainmon_tui.parsers.trainlog.fam_fairseq import FairseqFamily
 from trainmon_tui.parsers.trainlog.fam_generic import GenericFamily
 from trainmon_tui.parsers.trainlog.fam_hf import HfTrainerFamily
 from trainmon_tui.parsers.trainlog.fam_keras import KerasFamily
 from trainmon_tui.parsers.trainlog.fam_lightning import LightningFamily
 from trainmon_tui.parsers.trainlog.fam_megatron import MegatronFamily
+from trainmon_tui.parsers.trainlog.fam_metriclogger import MetricLoggerFamily
 from trainmon_tui.parsers.trainlog.fam_mmengine import MmcvFamily, MmengineFamily
 from trainmon_tui.parsers.trainlog.fam_nanogpt import ModdedNanoGptFamily, NanoGptFamily
 from trainmon_tui.parsers.trainlog.fam_torchtitan import TorchTitanFamily
@@ -45,6 +47,8 @@ SHAPE_AWARE: list[type[ShapeAwareFamily]] = [
     UltralyticsFamily,
     MmengineFamily,
     MmcvFamily,
+    MetricLoggerFamily,
+    DeepSpeedFamily,
 ]
 _MASK = bytes.maketrans(b"123456789", b"000000000")
 
@@ -108,6 +112,8 @@ def test_fixtures_hold_lines_for_each_reader() -> None:
         UltralyticsFamily: 30,
         MmengineFamily: 3,
         MmcvFamily: 3,
+        MetricLoggerFamily: 10,
+        DeepSpeedFamily: 30,
     }
     assert set(least) == set(SHAPE_AWARE)
     for family_type, count in least.items():
@@ -203,6 +209,35 @@ _MEGATRON_LIKE = (
     r"( [a-z ]{0,10}: [0-9.E+a-z-]{0,9} \|){0,4}"
 )
 
+_JSON_PAIR_LIKE = (
+    r'"[a-z_]{1,11}": ?(-?[0-9]{1,4}(\.[0-9]{1,3})?(e-[0-9])?|"[-0-9.%a-z]{0,6}"|true|null|\[0\])'
+)
+_FAIRSEQ_RECORD_LIKE = (
+    r"(\| INFO \| (train|valid) \| )?\{(" + _JSON_PAIR_LIKE + ", ){0,3}" + _JSON_PAIR_LIKE + r"\}"
+)
+_FAIRSEQ_SUMMARY_LIKE = (
+    r"(\| INFO \| (fairseq\.trainer|valid) \| )?(NOTE: overflow detected, setting loss scale to: [0-9.]{1,5}"
+    r"|epoch [0-9]{1,3}( \| (valid on '[a-z0-9]{1,5}' subset|[a-z_0-9]{1,9} [-0-9.%a-z,]{0,6})){1,4}( \|)?)"
+)
+_DEEPSPEED_LIKE = (
+    r"(\[2022-03-11 02:06:5[0-9],[0-9]{3}\] )?"
+    r"(\[Rank [0-9]\] step=[0-9]{1,3}, skipped=[0-9], lr=\[[-0-9.e, a-z]{0,9}\]"
+    r"|epoch=0/micro_step=[0-9]{1,2}/global_step=[0-9]{1,3},"
+    r"( [A-Za-z0-9]{1,6}=[-0-9.,]{1,6}[A-Z]{0,2},?){0,3}"
+    r"|[0-9]/[0-9]{1,2}, SamplesPerSec=[0-9.a-z/]{1,6}(, [A-Za-z]{1,6}=[0-9.]{1,4}(GB)?){0,2}"
+    r"|OVERFLOW! (Rank [0-9] )?Skipping step\. Attempted loss scale: [0-9]{1,5}(, reducing to [0-9]{1,4})?"
+    r"| (validation|test) results at iteration [0-9]{1,3} \|( [a-z_0-9 ]{1,9}: [0-9.E+a-z]{0,7} \|){0,3})"
+)
+_METRICLOGGER_LIKE = (
+    r"(Epoch: \[[0-9]{1,3}\]|Averaged stats:|Test: ) {1,2}(\[ ?[0-9]{1,3}/[0-9]{1,4}\])?"
+    r"( {1,2}\*{0,2}[a-z_0-9]{1,6}: ([0-9]{1,3}\.[0-9]{1,4}|[-0-9.%]{1,6}( \([0-9.na]{1,5}\))?"
+    r"|[0-9] days?, [0-9]:[0-9]{2}:[0-9]{2}|[0-9]{1,2}:[0-9]{2}:[0-9]{2})\*{0,2}){0,4}"
+)
+_GENERIC_LIKE = (
+    r"([A-Za-z]{1,6}[:=]? ?)?(epoch|Epoch|iter|step|batch|İ)[:= \[]{0,2}[0-9]{1,3}(/[0-9]{1,3})?\]?"
+    r"( [a-zA-Z_]{1,6}[:=]? ?[-0-9.,e]{1,6}){0,3}( metrics:)?"
+)
+
 
 @settings(max_examples=300, deadline=None)
 @given(
@@ -222,6 +257,11 @@ _MEGATRON_LIKE = (
             st.from_regex(_ULTRALYTICS_LIKE, fullmatch=True),
             st.from_regex(_MMENGINE_LIKE, fullmatch=True),
             st.from_regex(_MMCV_LIKE, fullmatch=True),
+            st.from_regex(_FAIRSEQ_RECORD_LIKE, fullmatch=True),
+            st.from_regex(_FAIRSEQ_SUMMARY_LIKE, fullmatch=True),
+            st.from_regex(_DEEPSPEED_LIKE, fullmatch=True),
+            st.from_regex(_METRICLOGGER_LIKE, fullmatch=True),
+            st.from_regex(_GENERIC_LIKE, fullmatch=True),
         ),
         max_size=30,
     ),

@@ -170,6 +170,18 @@ def plain_float_shape(text: str) -> bool:
     return bool(text) and _FLOAT_LITERAL_CHARS.issuperset(text) and any(c.isdigit() for c in text)
 
 
+def float_word(raw: str) -> bool:
+    """Whether a value without a digit is one ``float()`` reads (``nan``, ``inf``): the same on every line of
+    a shape, so a metric's column may hold it (a NaN loss is what a monitor must show)."""
+    if has_digit(raw):
+        return False
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
+
+
 _NUMBER_CLEAN = str.maketrans("", "", ",_")
 
 

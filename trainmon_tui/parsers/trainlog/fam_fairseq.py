@@ -26,7 +26,8 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import ClassVar
+from operator import itemgetter
+from typing import ClassVar, NamedTuple
 
 from trainmon_tui.parsers.trainlog.base import (
     ColumnReader,
@@ -37,6 +38,7 @@ from trainmon_tui.parsers.trainlog.base import (
     canonical_metric_name,
     float_column,
     group_spans,
+    has_digit,
     int_column,
     never_reads,
     parse_number,
@@ -119,54 +121,48 @@ class FairseqFamily:
         return hit
 
     def for_shape(self, text: str) -> Callable[[str], Hit | None]:
-        """A reader for every line of ``text``'s shape (its digits masked) that is a ``train_inner`` progress
-        line: its stamp, counters and ``key=value`` pairs sit at the same places on all of them (see parse).
-        Summaries, JSON records and overflow notes are read by parse."""
+        """A reader for every line of ``text``'s shape (its digits masked): the stamp, the counters and each
+        value of a ``train_inner`` line, an epoch summary, a flat JSON record or an overflow note sit at the
+        same places on all of them (no pattern of parse tells one digit from another). Shapes the readers
+        do not cover (a key with a digit, a nested JSON value) are read by parse."""
         prefix = _PREFIX_RE.match(text)
         if prefix is None:
             return never_reads
-        inner = _INNER_RE.match(text, prefix.end())
-        if inner is None:
-            return self.parse
-        pairs, starts = split_starts(text, inner.start(4), ",")
-        spans = pair_spans(pairs, starts, "=")
-        return partial(_read_inner, spans, group_spans(prefix, range(1, 8)), group_spans(inner, range(1, 4)))
+        at = prefix.end()
+        stamp = group_spans(prefix, range(1, 8))
+        if text.startswith("epoch ", at):
+            inner = _INNER_RE.match(text, at)
+            if inner is not None:
+                pairs, starts = split_starts(text, inner.start(4), ",")
+                spans = pair_spans(pairs, starts, "=")
+                return partial(_read_inner, spans, stamp, group_spans(inner, range(1, 4)))
+            summary = _SUMMARY_RE.match(text, at)
+            if summary is None:
+                return never_reads
+            return _summary_reader(summary, stamp) or self.parse
+        if text.startswith("{", at):
+            return _json_reader(text, at, prefix[8] or prefix[9], stamp) or self.parse
+        overflow = _OVERFLOW_RE.search(text, at)
+        if overflow is None:
+            return never_reads
+        return partial(_read_overflow, overflow.span(1), stamp)
 
     def columns_for_shape(self, text: str) -> ColumnReader | None:
-        """A column reader for the ``train_inner`` lines of ``text``'s shape (see base.ColumnFamily) whose
-        keys are fixed and values plain digits (a ``%`` after them aside), ``num_updates`` at most once."""
+        """A column reader for the lines of ``text``'s shape (see base.ColumnFamily) that ``for_shape`` reads
+        with a reader of its own, whose metric names are fixed and distinct, values plain digits (a ``%``
+        after them aside), with a step at most once."""
         reader = self.for_shape(text)
-        if not isinstance(reader, partial) or reader.func is not _read_inner:
+        if not isinstance(reader, partial):
             return None
-        spans: PairSpans = reader.args[0]
-        stamp: tuple[Span | None, ...] = reader.args[1]
-        counters: tuple[Span, Span, Span] = reader.args[2]
-        names: list[str] = []
-        value_spans: list[Span] = []
-        step_span: Span | None = None
-        for _key_at, _key_end, value_at, value_end, fixed in spans:
-            raw = text[value_at:value_end]
-            end = value_end - 1 if raw.endswith("%") else value_end
-            if fixed is None or not plain_float_shape(text[value_at:end].strip()):
-                return None
-            key, name = fixed
-            if key == _STEP_KEY:
-                if step_span is not None:
-                    return None
-                step_span = (value_at, end)
-                continue
-            names.append(name)
-            value_spans.append((value_at, end))
-        if not names:
-            return None
-        return partial(
-            _inner_columns,
-            counters,
-            tuple(names),
-            tuple(value_spans),
-            step_span,
-            None if stamp[0] is None else stamp,
-        )
+        if reader.func is _read_inner:
+            return _inner_columns_for(text, *reader.args)
+        if reader.func is _read_summary:
+            return _summary_columns_for(text, *reader.args)
+        if reader.func is _read_json:
+            return _json_columns_for(text, *reader.args)
+        if reader.func is _read_overflow:
+            return partial(_overflow_columns, *reader.args)
+        return None
 
     @staticmethod
     def _parse_progress(body: str) -> Hit | None:
@@ -259,6 +255,38 @@ def _read_inner(
     return hit
 
 
+def _inner_columns_for(
+    text: str, spans: PairSpans, stamp: tuple[Span | None, ...], counters: tuple[Span, Span, Span]
+) -> ColumnReader | None:
+    """The column reader of the ``train_inner`` lines of ``text``'s shape (see columns_for_shape)."""
+    names: list[str] = []
+    value_spans: list[Span] = []
+    step_span: Span | None = None
+    for _key_at, _key_end, value_at, value_end, fixed in spans:
+        raw = text[value_at:value_end]
+        end = value_end - 1 if raw.endswith("%") else value_end
+        if fixed is None or not plain_float_shape(text[value_at:end].strip()):
+            return None
+        key, name = fixed
+        if key == _STEP_KEY:
+            if step_span is not None:
+                return None
+            step_span = (value_at, end)
+            continue
+        names.append(name)
+        value_spans.append((value_at, end))
+    if not names:
+        return None
+    return partial(
+        _inner_columns,
+        counters,
+        tuple(names),
+        tuple(value_spans),
+        step_span,
+        _stamp_or_none(stamp),
+    )
+
+
 def _inner_columns(  # noqa: PLR0917 - bound by partial, positional
     counters: tuple[Span, Span, Span],
     names: tuple[str, ...],
@@ -288,6 +316,326 @@ def _inner_columns(  # noqa: PLR0917 - bound by partial, positional
 
 def _inner_stamps(stamp: tuple[Span | None, ...], lines: Sequence[str], start: int) -> list[float | None]:
     return [_stamp_seconds(texts_at(line[start:], stamp)) for line in lines]
+
+
+#: What ``Columns.timestamps`` holds: a function giving each line's timestamp, or None.
+Stamps = Callable[[], list[float | None]] | None
+
+
+def _stamp_or_none(stamp: tuple[Span | None, ...]) -> tuple[Span | None, ...] | None:
+    """The stamp spans of a shape, None when it prints no date (its lines have no timestamp to read)."""
+    return None if stamp[0] is None else stamp
+
+
+def _stamp_column(stamp: tuple[Span | None, ...] | None, lines: Sequence[str], start: int) -> Stamps:
+    """What ``Columns.timestamps`` is for lines whose stamp is at ``stamp`` (None: no stamp)."""
+    return None if stamp is None else partial(_inner_stamps, stamp, lines, start)
+
+
+def _read_overflow(value: Span, stamp: tuple[Span | None, ...], text: str) -> Hit:
+    """What FairseqFamily.parse reads from an overflow note of the shape ``value`` was found in."""
+    hit = Hit(metrics={"loss_scale": float(text[value[0] : value[1]])})
+    hit.timestamp = _stamp_seconds(texts_at(text, stamp))
+    return hit
+
+
+def _overflow_columns(
+    value: Span, stamp: tuple[Span | None, ...], lines: Sequence[str], start: int
+) -> Columns:
+    """What _read_overflow reads from each of ``lines`` (one shape), by column."""
+    scales = float_column(lines, start, value)  # the pattern's digits and point: float() reads them all
+    return Columns(
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        ("loss_scale",),
+        (scales,),
+        _stamp_column(_stamp_or_none(stamp), lines, start),
+    )
+
+
+#: Where a summary's fields are (value start, value end) and what they name: a metric, or None for the step.
+_SummaryFields = tuple[tuple[int, int, str | None], ...]
+
+
+def _summary_reader(
+    summary: re.Match[str], stamp: tuple[Span | None, ...]
+) -> Callable[[str], Hit | None] | None:
+    """The reader of the epoch summaries of ``summary``'s shape (see _parse_progress); None when a key or the
+    subset holds a digit (its name may differ from line to line)."""
+    fields: list[tuple[int, int, str | None]] = []
+    subset: str | None = None
+    field_at = summary.start(2)
+    for field in summary[2].split(" | "):
+        stripped = field.strip()
+        value_end = field_at + len(field) - len(field.lstrip()) + len(stripped)
+        field_at += len(field) + 3
+        key, sep, value = stripped.rpartition(" ")
+        if not sep:
+            continue
+        named = _SUBSET_RE.fullmatch(stripped)
+        if named is not None:
+            subset = named[1]
+            if has_digit(subset):
+                return None
+            continue
+        if has_digit(key):
+            return None
+        fields.append(
+            (value_end - len(value), value_end, None if key == _STEP_KEY else _subset_name(key, subset))
+        )
+    return partial(_read_summary, tuple(fields), summary.span(1), stamp)
+
+
+def _read_summary(
+    fields: _SummaryFields, epoch: Span, stamp: tuple[Span | None, ...], text: str
+) -> Hit | None:
+    """What FairseqFamily.parse reads from an epoch summary of the shape ``fields`` were found in."""
+    hit = Hit(epoch=float(text[epoch[0] : epoch[1]]))
+    metrics = hit.metrics
+    for value_at, value_end, name in fields:
+        number = _number(text[value_at:value_end])
+        if number is None:
+            continue
+        if name is not None:
+            metrics[name] = number
+        elif number.is_integer():
+            hit.step = int(number)
+    if not metrics:
+        return None
+    hit.timestamp = _stamp_seconds(texts_at(text, stamp))
+    return hit
+
+
+def _summary_columns_for(
+    text: str, fields: _SummaryFields, epoch: Span, stamp: tuple[Span | None, ...]
+) -> ColumnReader | None:
+    """The column reader of the summaries of ``text``'s shape (see columns_for_shape)."""
+    names: list[str] = []
+    spans: list[Span] = []
+    step: Span | None = None
+    for value_at, value_end, name in fields:
+        end = value_end - 1 if text[value_end - 1] == "%" else value_end
+        if not plain_float_shape(text[value_at:end]):
+            return None
+        if name is None:
+            if step is not None:
+                return None
+            step = (value_at, end)
+        elif name in names:
+            return None
+        else:
+            names.append(name)
+            spans.append((value_at, end))
+    if not names:
+        return None
+    return partial(_summary_columns, tuple(names), tuple(spans), step, epoch, _stamp_or_none(stamp))
+
+
+def _summary_columns(  # noqa: PLR0917 - bound by partial, positional
+    names: tuple[str, ...],
+    spans: tuple[Span, ...],
+    step_span: Span | None,
+    epoch: Span,
+    stamp: tuple[Span | None, ...] | None,
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_summary reads from each of ``lines`` (one shape, see _summary_columns_for), by column."""
+    try:
+        values = tuple(float_column(lines, start, span) for span in spans)
+        step = None if step_span is None else _integral_column(lines, start, step_span)
+    except ValueError:
+        return None
+    if step_span is not None and step is None:
+        return None
+    epochs = float_column(lines, start, epoch)
+    return Columns(step, None, epochs, None, None, None, names, values, _stamp_column(stamp, lines, start))
+
+
+def _integral_column(lines: Sequence[str], start: int, span: Span) -> list[int] | None:
+    """The numbers at ``span`` as ints, as ``int(_number(...))`` gives a step; None when one is not integral
+    (the per-line reader leaves that line's step out). Raises ValueError as float_column does."""
+    numbers = float_column(lines, start, span)
+    if not all(map(float.is_integer, numbers)):
+        return None
+    return list(map(int, numbers))
+
+
+# A flat JSON record as fairseq's json log format prints it: each pair's key, then its value (a string, an
+# integer with its fraction and exponent when printed, or true/false/null), then "," or the closing "}".
+# Digits only ever match [0-9], so the pairs are at the same places on every line of a shape; JSON's one rule
+# that tells digits apart (no leading zero) is checked per line.
+_JSON_WS = r"[ \t\n\r]*"
+_JSON_PAIR_RE = re.compile(
+    _JSON_WS
+    + r'"([^"\\\x00-\x1f]*)"'
+    + _JSON_WS
+    + ":"
+    + _JSON_WS
+    + r'(?:"([^"\\\x00-\x1f]*)"|(-?)([0-9]+)(\.[0-9]+)?([eE][-+]?[0-9]+)?|true|false|null)'
+    + _JSON_WS
+    + "([,}])"
+)
+# An integer with more digits may be too large for a float (parse skips it) or for int() (json rejects it).
+_MAX_JSON_DIGITS = 300
+
+
+def _json_int(raw: str) -> float:
+    # json reads an integer with int(): "-0" is 0, never float("-0") == -0.0.
+    return float(int(raw))
+
+
+#: A JSON value's place (start, end), and how its text becomes the number _json_number makes of it.
+_JsonValue = tuple[int, int, Callable[[str], float | None]]
+
+
+class _JsonPlan(NamedTuple):
+    """Where the values of the JSON records of one shape are, and which digits must not be a leading 0."""
+
+    epoch: tuple[_JsonValue, ...]
+    step: tuple[_JsonValue, ...]
+    names: tuple[str, ...]
+    metrics: tuple[_JsonValue, ...]
+    first_digits: tuple[int, ...]
+
+
+def _json_reader(
+    text: str, at: int, logger_tag: str | None, stamp: tuple[Span | None, ...]
+) -> Callable[[str], Hit | None] | None:
+    """The reader of the flat JSON records of the shape of ``text`` (its record at ``at``); None for a shape
+    it does not cover (a nested or repeated key, a key with a digit, a long integer: parse reads it)."""
+    strip = "train_" if logger_tag == "train" else ""
+    epoch: list[_JsonValue] = []
+    step: list[_JsonValue] = []
+    names: list[str] = []
+    metrics: list[_JsonValue] = []
+    first_digits: list[int] = []
+    keys: set[str] = set()
+    pos = at + 1
+    while True:
+        pair = _JSON_PAIR_RE.match(text, pos)
+        if pair is None or pair[1] in keys or has_digit(pair[1]) or len(pair[4] or "") > _MAX_JSON_DIGITS:
+            return None
+        keys.add(pair[1])
+        value = _json_value(pair, first_digits)
+        key = pair[1].removeprefix(strip) if strip else pair[1]
+        # Where _parse_json puts the value (a value that is never a number goes nowhere).
+        if value is not None and key != _FRACTIONAL_EPOCH_KEY:
+            if key == _EPOCH_KEY:
+                epoch.append(value)
+            elif key == _STEP_KEY or key.endswith("_" + _STEP_KEY):
+                step.append(value)
+            else:
+                names.append(canonical_metric_name(key))
+                metrics.append(value)
+        pos = pair.end()
+        if pair[7] == "}":
+            break
+    if pos != len(text):
+        return None
+    plan = _JsonPlan(tuple(epoch), tuple(step), tuple(names), tuple(metrics), tuple(first_digits))
+    return partial(_read_json, plan, stamp)
+
+
+def _json_value(pair: re.Match[str], first_digits: list[int]) -> _JsonValue | None:
+    """How to read the value of ``pair`` (see _JsonValue); None for one that is never a number (true, a
+    word). A number's first digit, where a leading 0 would make the record no JSON, goes to
+    ``first_digits``."""
+    if pair.start(2) >= 0:
+        # A string without a digit reads the same on every line: left out where it is no number.
+        if not has_digit(pair[2]) and _number(pair[2]) is None:
+            return None
+        return (*pair.span(2), _number)
+    if pair.start(4) < 0:
+        return None
+    if len(pair[4]) > 1:
+        first_digits.append(pair.start(4))
+    if pair.start(5) < 0 and pair.start(6) < 0:
+        return (pair.start(3), pair.end(4), _json_int)
+    return (pair.start(3), max(pair.end(4), pair.end(5), pair.end(6)), float)
+
+
+def _read_json(plan: _JsonPlan, stamp: tuple[Span | None, ...], text: str) -> Hit | None:
+    """What FairseqFamily.parse reads from a JSON record of the shape ``plan`` was made for."""
+    for at in plan.first_digits:
+        if text[at] == "0":
+            return None  # a number with a leading 0: no JSON, so parse reads nothing
+    hit = Hit()
+    for value_at, value_end, read in plan.epoch:
+        value = read(text[value_at:value_end])
+        if value is not None:
+            hit.epoch = value
+    for value_at, value_end, read in plan.step:
+        value = read(text[value_at:value_end])
+        if value is not None and value.is_integer():
+            hit.step = int(value)
+    metrics = hit.metrics
+    for name, (value_at, value_end, read) in zip(plan.names, plan.metrics, strict=True):
+        value = read(text[value_at:value_end])
+        if value is not None:
+            metrics[name] = value
+    if hit.is_empty():
+        return None
+    hit.timestamp = _stamp_seconds(texts_at(text, stamp))
+    return hit
+
+
+def _json_columns_for(text: str, plan: _JsonPlan, stamp: tuple[Span | None, ...]) -> ColumnReader | None:
+    """The column reader of the JSON records of ``text``'s shape (see columns_for_shape)."""
+    names = plan.names
+    if len(plan.epoch) > 1 or len(plan.step) > 1 or not names or len(set(names)) < len(names):
+        return None
+    columns: list[tuple[Span, bool]] = []
+    for value_at, value_end, read in (*plan.epoch, *plan.step, *plan.metrics):
+        end = value_end
+        if read is _number:
+            # A string's number, read by float() once a "%" after it is cut off.
+            if text[end - 1] == "%":
+                end -= 1
+            if not plain_float_shape(text[value_at:end]):
+                return None
+        columns.append(((value_at, end), read is _json_int))
+    return partial(
+        _json_columns, tuple(columns), len(plan.epoch), len(plan.step), plan, _stamp_or_none(stamp)
+    )
+
+
+def _json_columns(  # noqa: PLR0917 - bound by partial, positional
+    columns: tuple[tuple[Span, bool], ...],
+    epochs: int,
+    steps: int,
+    plan: _JsonPlan,
+    stamp: tuple[Span | None, ...] | None,
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_json reads from each of ``lines`` (one shape, see _json_columns_for), by column: the
+    epoch's (when printed), the step's, then the metrics'."""
+    for at in plan.first_digits:
+        if "0" in map(itemgetter(start + at), lines):
+            return None
+    try:
+        numbers = [
+            list(map(float, int_column(lines, start, span))) if integral else float_column(lines, start, span)
+            for span, integral in columns
+        ]
+    except ValueError:
+        return None
+    step: list[int] | None = None
+    if steps:
+        updates = numbers[epochs]
+        if not all(map(float.is_integer, updates)):
+            return None
+        step = list(map(int, updates))
+    epoch = numbers[0] if epochs else None
+    values = tuple(numbers[epochs + steps :])
+    return Columns(
+        step, None, epoch, None, None, None, plan.names, values, _stamp_column(stamp, lines, start)
+    )
 
 
 def _json_number(raw: object) -> float | None:

@@ -24,10 +24,17 @@ printed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import ClassVar
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import ClassVar, NamedTuple
 
-from trainmon_tui.parsers.trainlog.base import Hit, canonical_metric_name
+from trainmon_tui.parsers.trainlog.base import (
+    Hit,
+    Span,
+    canonical_metric_name,
+    group_span,
+    has_digit,
+)
 from trainmon_tui.parsers.trainlog.fam_tqdm import add_metric, to_number
 
 # Bounded so int() never meets a number longer than Python's digit limit.
@@ -84,8 +91,10 @@ def _opens_block(low: str) -> bool:
     return ("valid" in low or "eval" in low or "test" in low) and _BLOCK_HEADER_RE.search(low) is not None
 
 
-def _count(text: str | None) -> int | None:
-    return None if text is None else int(text.replace(",", ""))
+def _names_progress(low: str) -> bool:
+    """Whether a lower-cased line names an epoch, iteration, step or batch."""
+    # Spelled out rather than any(...): this runs on every line no family claimed.
+    return "epoch" in low or "iter" in low or "step" in low or "batch" in low
 
 
 class GenericFamily:
@@ -106,8 +115,7 @@ class GenericFamily:
                 return hit
         low = text.lower()
         hit = None
-        # Spelled out rather than any(...): this runs on every line no family claimed.
-        if "epoch" in low or "iter" in low or "step" in low or "batch" in low:
+        if _names_progress(low):
             hit = self._progress_line(text, low)
         elif "max_epochs" in low:
             total = _counter(low, ("max_epochs",), _MAX_EPOCHS_RE)
@@ -120,20 +128,23 @@ class GenericFamily:
         return hit
 
     def for_shape(self, text: str) -> Callable[[str], Hit | None]:
-        """What to call for every line of ``text``'s shape (its digits masked): ``parse``, or for a line that
-        names no progress and opens no block, only the check for an open block's line, which is all that
-        ``parse`` can find in it. No test here tells one digit from another, so the answer holds for the
-        whole shape."""
+        """What to call for every line of ``text``'s shape (its digits masked): a reader of the progress
+        line's counters and pairs where they are in ``text`` (see _ProgressPlan), or for a line that opens
+        no block and reads as nothing (it names no progress, or only in a sentence: "traces at step 200"),
+        only the check for an open block's line, which is all that ``parse`` can find in it. Whether a line
+        opens a block tells no digit from another either."""
         low = text.lower()
-        if "epoch" in low or "iter" in low or "step" in low or "batch" in low or _opens_block(low):
-            return self.parse
-        return self._block_line_only
+        opens_block = _opens_block(low)
+        plan = _progress_plan(text, low) if _names_progress(low) else None
+        if plan is not None:
+            return partial(self._read_shape, plan, opens_block)
+        return self.parse if opens_block else self._block_line_only
 
     def quiet_for_shape(self, text: str) -> Callable[[], bool] | None:
         """For a shape ``for_shape`` reads only as an open block's line (see base.QuietFamily): whether no
         block is open, when such a line reads as nothing and changes nothing."""
         low = text.lower()
-        if "epoch" in low or "iter" in low or "step" in low or "batch" in low or _opens_block(low):
+        if _opens_block(low) or (_names_progress(low) and _progress_plan(text, low) is not None):
             return None
         return self._quiet
 
@@ -158,51 +169,120 @@ class GenericFamily:
 
     @staticmethod
     def _progress_line(text: str, low: str) -> Hit | None:
-        hit = Hit()
-        # "epoch: 3", "Epoch[1]", "iter 5/100" are counters; "traces at step 200" is a sentence.
-        counters = False
-        epoch = _counter(low, ("epoch",), _EPOCH_RE) if "epoch" in low else None
-        if epoch is not None:
-            hit.epoch = float(epoch[2])
-            hit.total_epochs = _count(epoch[3])
-            hit.batch = _count(epoch[4])
-            hit.batches_per_epoch = _count(epoch[5])
-            counters = epoch[1] is not None or epoch[3] is not None
-        step = _counter(low, ("step", "iter"), _STEP_RE)
-        if step is not None:
-            hit.step = _count(step[2])
-            hit.total_steps = _count(step[3])
-            counters = counters or step[1] is not None or step[3] is not None
-        if hit.batch is None:
-            batch = _counter(low, ("batch",), _BATCH_RE) if "batch" in low else None
-            if batch is not None:
-                hit.batch = int(batch[1])
-                hit.batches_per_epoch = int(batch[2])
-        total = _counter(low, ("max_epochs",), _MAX_EPOCHS_RE) if "max_epochs" in low else None
-        if total is not None:
-            hit.total_epochs = int(total[1])
-        if hit.is_empty():
-            return None
-        metrics = hit.metrics
-        for key, raw in _PAIR_RE.findall(text):
-            if key.lower() in _PROGRESS_KEYS:
-                continue
-            value = to_number(raw)
-            if value is not None:
-                add_metric(metrics, key, value)
-        if not metrics and counters:
-            # Custom prints such as "Loss 0.5844 MAE 0.6568": read what follows the progress counters.
-            after = max(epoch.end() if epoch else 0, step.end() if step else 0)
-            for key, raw in _SPACED_PAIR_RE.findall(text, after):
-                if key.lower() in _PROGRESS_KEYS:
-                    continue
-                value = to_number(raw)
-                if value is not None:
-                    add_metric(metrics, key, value)
-        if not metrics and not counters and hit.total_epochs is None:
-            # Only an epoch named in a header ("Epoch 14 - Evaluation ... metrics:") is worth keeping.
-            return hit if _opens_block(low) else None
+        plan = _progress_plan(text, low)
+        return None if plan is None else _read_progress(plan, text)
+
+    def _read_shape(self, plan: _ProgressPlan, opens_block: bool, text: str) -> Hit | None:
+        """What parse reads from a line of the shape ``plan`` was made for (see for_shape)."""
+        if self._block_left:
+            hit = self._block_line(text)
+            if hit is not None:
+                return hit
+        hit = _read_progress(plan, text)
+        if opens_block:
+            self._block_left = _MAX_BLOCK_LINES
+            self._block_epoch = hit.epoch
         return hit
+
+
+#: Where a pair's key and value are in a line (key start, key end, value start, value end), and the key
+#: itself where it holds no digit (it then reads the same on every line of the shape).
+_PairAt = tuple[int, int, int, int, str | None]
+
+
+class _ProgressPlan(NamedTuple):
+    """Where ``_progress_line`` reads its counters (in the lower-cased line) and its metrics' pairs (in the
+    line as printed), the same places on every line of one shape: no pattern or test there tells one digit
+    from another, and every number its patterns match reads as one."""
+
+    #: Epoch, total epochs, batch and batches per epoch of "epoch 3/10 [20/500]".
+    epoch: tuple[Span, Span | None, Span | None, Span | None] | None
+    #: Step and total steps.
+    step: tuple[Span, Span | None] | None
+    #: Batch and batches per epoch of "batch 20/500" (when the epoch gave none).
+    batch: tuple[Span, Span] | None
+    #: max_epochs.
+    total_epochs: Span | None
+    pairs: tuple[_PairAt, ...]
+    #: Whether lower-casing changes where things are (a character that lower-cases to two): the counters are
+    #: then read in the lower-cased line.
+    lowered: bool
+
+
+def _progress_plan(text: str, low: str) -> _ProgressPlan | None:
+    """Where a line naming its progress has what it reads (``low``: ``text.lower()``); None when it reads
+    nothing."""
+    epoch = _counter(low, ("epoch",), _EPOCH_RE) if "epoch" in low else None
+    step = _counter(low, ("step", "iter"), _STEP_RE)
+    batch = None
+    if epoch is None or epoch.start(4) < 0:
+        batch = _counter(low, ("batch",), _BATCH_RE) if "batch" in low else None
+    total = _counter(low, ("max_epochs",), _MAX_EPOCHS_RE) if "max_epochs" in low else None
+    if epoch is None and step is None and batch is None and total is None:
+        return None
+    # "epoch: 3", "Epoch[1]", "iter 5/100" are counters; "traces at step 200" is a sentence.
+    counters = (epoch is not None and (epoch[1] is not None or epoch[3] is not None)) or (
+        step is not None and (step[1] is not None or step[3] is not None)
+    )
+    pairs = _pairs_at(_PAIR_RE.finditer(text))
+    if not pairs and counters:
+        # Custom prints such as "Loss 0.5844 MAE 0.6568": read what follows the progress counters.
+        after = max(epoch.end() if epoch else 0, step.end() if step else 0)
+        pairs = _pairs_at(_SPACED_PAIR_RE.finditer(text, after))
+    if not pairs and not counters and total is None and not _opens_block(low):
+        # Only an epoch named in a header ("Epoch 14 - Evaluation ... metrics:") is worth keeping.
+        return None
+    return _ProgressPlan(
+        None
+        if epoch is None
+        else (epoch.span(2), group_span(epoch, 3), group_span(epoch, 4), group_span(epoch, 5)),
+        None if step is None else (step.span(2), group_span(step, 3)),
+        None if batch is None else (batch.span(1), batch.span(2)),
+        None if total is None else total.span(1),
+        pairs,
+        len(low) != len(text),
+    )
+
+
+def _pairs_at(matches: Iterator[re.Match[str]]) -> tuple[_PairAt, ...]:
+    """The pairs of ``matches`` (key, value) that name no progress. (Each value is a number its pattern
+    matched, which ``to_number`` reads on every line.)"""
+    pairs: list[_PairAt] = []
+    for match in matches:
+        key = match[1]
+        if key.lower() not in _PROGRESS_KEYS:
+            pairs.append((*match.span(1), *match.span(2), None if has_digit(key) else key))
+    return tuple(pairs)
+
+
+def _read_progress(plan: _ProgressPlan, text: str) -> Hit:
+    """What ``_progress_line`` reads from a line of the shape ``plan`` was made for."""
+    low = text.lower() if plan.lowered else text
+    hit = Hit()
+    if plan.epoch is not None:
+        epoch, total_epochs, batch, batches = plan.epoch
+        hit.epoch = float(low[epoch[0] : epoch[1]])
+        hit.total_epochs = _count_at(low, total_epochs)
+        hit.batch = _count_at(low, batch)
+        hit.batches_per_epoch = _count_at(low, batches)
+    if plan.step is not None:
+        hit.step = _count_at(low, plan.step[0])
+        hit.total_steps = _count_at(low, plan.step[1])
+    if plan.batch is not None:
+        hit.batch = _count_at(low, plan.batch[0])
+        hit.batches_per_epoch = _count_at(low, plan.batch[1])
+    if plan.total_epochs is not None:
+        hit.total_epochs = _count_at(low, plan.total_epochs)
+    metrics = hit.metrics
+    for key_at, key_end, value_at, value_end, key in plan.pairs:
+        value = to_number(text[value_at:value_end])
+        if value is not None:
+            add_metric(metrics, key or text[key_at:key_end], value)
+    return hit
+
+
+def _count_at(text: str, span: Span | None) -> int | None:
+    return None if span is None else int(text[span[0] : span[1]].replace(",", ""))
 
 
 class MetricPatterns:

@@ -25,6 +25,7 @@ from trainmon_tui.parsers.trainlog.base import (
     Hit,
     Span,
     float_column,
+    float_word,
     has_digit,
     int_column,
     never_reads,
@@ -123,8 +124,9 @@ class HfTrainerFamily:
 
     def columns_for_shape(self, text: str) -> ColumnReader | None:
         """A column reader for ``text``'s shape (see base.ColumnFamily): a training dict (not the run's
-        summary) whose keys are fixed and values plain digits, a step or an epoch at most once, a step
-        without an exponent (so ``to_int`` keeps every value)."""
+        summary) whose keys are fixed and values plain digits (a metric's may be a word ``float()`` reads:
+        ``nan``), a step or an epoch at most once, a step without an exponent (so ``to_int`` keeps every
+        value)."""
         reader = self.for_shape(text)
         if not isinstance(reader, partial):
             return None
@@ -139,9 +141,11 @@ class HfTrainerFamily:
         epoch_span: Span | None = None
         for _key_at, _key_end, raw_at, raw_end, fixed in pairs:
             raw = text[raw_at:raw_end].strip()
-            if fixed is None or not plain_float_shape(raw):
+            if fixed is None:
                 return None
             key, name = fixed
+            if not plain_float_shape(raw) and (key == "epoch" or key in _STEP_KEYS or not float_word(raw)):
+                return None
             if key == "epoch" or key in _STEP_KEYS:
                 if key == "epoch" and epoch_span is None:
                     epoch_span = (raw_at, raw_end)

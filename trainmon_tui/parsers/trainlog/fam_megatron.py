@@ -31,8 +31,12 @@ from trainmon_tui.parsers.trainlog.base import (
     Span,
     canonical_metric_name,
     float_column,
+    float_word,
+    group_span,
     group_spans,
+    has_digit,
     int_column,
+    never_reads,
     parse_number,
     plain_float_shape,
     texts_at,
@@ -73,6 +77,12 @@ def _number(text: str) -> float | None:
         return parse_number(text)
 
 
+def _split_prefix(validation: re.Match[str]) -> str:
+    """The metric prefix of the split a validation report names."""
+    split = validation[8] or validation[9] or "validation"
+    return _SPLIT_PREFIX.get(split, split + "_")
+
+
 def _read_fields(body: str, metrics: dict[str, float], prefix: str = "") -> None:
     """Add every ``key: number`` field of a ``|``-separated Megatron report to ``metrics``."""
     for field in body.split("|"):
@@ -108,9 +118,8 @@ class MegatronFamily:
             )
         match = _VALIDATION_RE.match(text)
         if match is not None:
-            split = match[8] or match[9] or "validation"
             metrics = {}
-            _read_fields(match[10], metrics, _SPLIT_PREFIX.get(split, split + "_"))
+            _read_fields(match[10], metrics, _split_prefix(match))
             if not metrics:
                 return None
             step = match[7]
@@ -125,27 +134,35 @@ class MegatronFamily:
         return None
 
     def for_shape(self, text: str) -> Callable[[str], Hit | None]:
-        """A reader for every line of ``text``'s shape (its digits masked) that is an iteration report: its
-        stamp, counters and fields sit at the same places on all of them (see parse). Validation and
-        checkpoint lines are read by parse."""
+        """A reader for every line of ``text``'s shape (its digits masked): the stamp, counters and fields of
+        an iteration report, a validation report or a checkpoint note sit at the same places on all of them
+        (see parse; no pattern tells one digit from another). A validation report with a key or split named
+        with a digit is read by parse."""
         match = _ITERATION_RE.match(text)
-        if match is None:
-            return self.parse
-        fields, starts = split_starts(text, match.start(9), "|")
-        spans = pair_spans(fields, starts, ":")
-        return partial(_read_iteration, spans, group_spans(match, range(1, 9)))
+        if match is not None:
+            fields, starts = split_starts(text, match.start(9), "|")
+            spans = pair_spans(fields, starts, ":")
+            return partial(_read_iteration, spans, group_spans(match, range(1, 9)))
+        match = _VALIDATION_RE.match(text)
+        if match is not None:
+            return _validation_reader(text, match) or self.parse
+        match = _CHECKPOINT_RE.match(text)
+        if match is not None:
+            return partial(_read_checkpoint, group_spans(match, range(1, 8)))
+        return never_reads
 
     def columns_for_shape(self, text: str) -> ColumnReader | None:
         """A column reader for the iteration reports of ``text``'s shape (see base.ColumnFamily) whose keys
-        are fixed and values plain digits."""
+        are fixed and values plain digits or a word ``float()`` reads (``grad norm: nan``)."""
         reader = self.for_shape(text)
-        if not isinstance(reader, partial):
+        if not isinstance(reader, partial) or reader.func is not _read_iteration:
             return None
         spans: PairSpans = reader.args[0]
         names: list[str] = []
         value_spans: list[Span] = []
         for _key_at, _key_end, value_at, value_end, fixed in spans:
-            if fixed is None or not plain_float_shape(text[value_at:value_end].strip()):
+            raw = text[value_at:value_end].strip()
+            if fixed is None or not (plain_float_shape(raw) or float_word(raw)):
                 return None
             names.append(fixed[1])
             value_spans.append((value_at, value_end))
@@ -191,6 +208,52 @@ def _read_iteration(spans: PairSpans, groups: tuple[Span | None, ...], text: str
     step, total = values[6], values[7]
     assert step is not None and total is not None  # the groups are not optional
     return Hit(step=int(step), total_steps=int(total), metrics=metrics, timestamp=_stamp_seconds(values[:6]))
+
+
+def _validation_reader(text: str, match: re.Match[str]) -> Callable[[str], Hit | None] | None:
+    """The reader of the validation reports of ``match``'s shape; None when the split or a key is named with
+    a digit (the metric's name may differ from line to line)."""
+    prefix = _split_prefix(match)
+    if has_digit(prefix):
+        return None
+    fields: list[tuple[Span, str]] = []
+    field_at = match.start(10)
+    for field in match[10].split("|"):
+        key, sep, _ = field.partition(":")
+        if sep:
+            if has_digit(key):
+                return None
+            # As _read_fields names it under a prefix.
+            name = canonical_metric_name(prefix + key.strip().removesuffix(" value"))
+            fields.append(((field_at + len(key) + 1, field_at + len(field)), name))
+        field_at += len(field) + 1
+    return partial(_read_validation, tuple(fields), group_span(match, 7), group_spans(match, range(1, 7)))
+
+
+def _read_validation(
+    fields: tuple[tuple[Span, str], ...], step: Span | None, stamp: tuple[Span | None, ...], text: str
+) -> Hit | None:
+    """What MegatronFamily.parse reads from a validation report of the shape ``fields`` were found in."""
+    metrics: dict[str, float] = {}
+    for (value_at, value_end), name in fields:
+        number = _number(text[value_at:value_end])
+        if number is not None:
+            metrics[name] = number
+    if not metrics:
+        return None
+    return Hit(
+        step=None if step is None else int(text[step[0] : step[1]]),
+        metrics=metrics,
+        timestamp=_stamp_seconds(texts_at(text, stamp)),
+    )
+
+
+def _read_checkpoint(groups: tuple[Span | None, ...], text: str) -> Hit:
+    """What MegatronFamily.parse reads from a checkpoint note of the shape ``groups`` were found in."""
+    values = texts_at(text, groups)
+    step = values[6]
+    assert step is not None  # the group is not optional
+    return Hit(step=int(step), timestamp=_stamp_seconds(values[:6]))
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (MegatronFamily,)

@@ -19,9 +19,26 @@ lines give ``val_*`` metrics and no progress. LLaMA2-Accessory's ``closs`` is it
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from functools import partial
+from itertools import repeat
+from operator import add
+from typing import ClassVar, NamedTuple
 
-from trainmon_tui.parsers.trainlog.base import Hit, LineFamily, canonical_metric_name, parse_number
+from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
+    Hit,
+    LineFamily,
+    Span,
+    canonical_metric_name,
+    float_column,
+    has_digit,
+    int_column,
+    never_reads,
+    parse_number,
+    plain_float_shape,
+)
 
 _EPOCH_RE = re.compile(r"Epoch: \[(\d{1,18})\]\s+\[\s*(\d{1,18})/(\d{1,18})\]\s+(.*)")
 _TEST_RE = re.compile(r"Test:\s+\[\s*\d+/\d+\]\s+(.*)")
@@ -53,13 +70,81 @@ def _read_pairs(body: str, prefix: str, use_average: bool) -> dict[str, float]:
             continue
         current, _, average = value.partition(" (")
         raw = average.rstrip(")") if use_average and average else current
-        try:
-            number: float | None = float(raw)
-        except ValueError:
-            number = parse_number(raw)
+        number = _number(raw)
         if number is not None:
-            metrics[canonical_metric_name(prefix + _ALIASES.get(key, key))] = number
+            metrics[_metric_name(prefix, key)] = number
     return metrics
+
+
+def _metric_name(prefix: str, key: str) -> str:
+    return canonical_metric_name(prefix + _ALIASES.get(key, key))
+
+
+#: Where an ETA's days (None: not printed), hours, minutes and seconds are.
+EtaSpans = tuple[Span | None, Span, Span, Span]
+
+
+class _Pair(NamedTuple):
+    """Where _read_pairs finds one pair in every line of a shape: its key (stripped), and the value it reads
+    (an ETA, or the current or average value), and the metric's name (None for a key with a digit, named per
+    line)."""
+
+    key_at: int
+    key_end: int
+    value_at: int
+    value_end: int
+    name: str | None
+    eta: bool
+
+
+def _pair_plan(text: str, body_at: int, prefix: str, use_average: bool) -> tuple[_Pair, ...]:
+    """The pairs _read_pairs reads in ``text[body_at:]``, at the same places on every line of ``text``'s shape
+    (its digits masked): splitting and stripping tell no digit from another. An ETA that is no ``H:MM:SS``
+    reads as nothing on every such line and is left out."""
+    pairs: list[_Pair] = []
+    pair_at = body_at
+    for pair in text[body_at:].split("  "):
+        stripped_at = pair_at + len(pair) - len(pair.lstrip(" *"))
+        pair_at += len(pair) + 2
+        key, sep, value = pair.strip(" *").partition(": ")
+        if not sep:
+            continue
+        name = key.strip()
+        key_at = stripped_at + len(key) - len(key.lstrip())
+        value_at = stripped_at + len(key) + len(sep)
+        if name == "eta":
+            eta = value.strip()
+            eta_at = value_at + len(value) - len(value.lstrip())
+            if _ETA_RE.fullmatch(eta) is not None:
+                pairs.append(_Pair(key_at, key_at + 3, eta_at, eta_at + len(eta), prefix + "eta_s", True))
+            continue
+        current, _, average = value.partition(" (")
+        if use_average and average:
+            value_at += len(current) + 2
+            value_end = value_at + len(average.rstrip(")"))
+        else:
+            value_end = value_at + len(current)
+        fixed = None if has_digit(name) else _metric_name(prefix, name)
+        pairs.append(_Pair(key_at, key_at + len(name), value_at, value_end, fixed, False))
+    return tuple(pairs)
+
+
+def _read_planned_pairs(pairs: tuple[_Pair, ...], prefix: str, text: str) -> dict[str, float]:
+    """What _read_pairs reads from a line of the shape ``pairs`` were found in."""
+    metrics: dict[str, float] = {}
+    for key_at, key_end, value_at, value_end, name, eta in pairs:
+        raw = text[value_at:value_end]
+        number = _eta_seconds(raw) if eta else _number(raw)
+        if number is not None:
+            metrics[name or _metric_name(prefix, text[key_at:key_end])] = number
+    return metrics
+
+
+def _number(raw: str) -> float | None:
+    try:
+        return float(raw)
+    except ValueError:
+        return parse_number(raw)
 
 
 class MetricLoggerFamily:
@@ -84,6 +169,49 @@ class MetricLoggerFamily:
             metrics = _read_pairs(match[1], "val_", use_average=False)
             return Hit(metrics=metrics) if metrics else None
         return self._parse_eval_summary(text)
+
+    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
+        """A reader for every line of ``text``'s shape (its digits masked): the counters and each pair of a
+        progress line, of ``Averaged stats`` or of an evaluation line sit at the same places on all of them
+        (see parse). Evaluation summaries (``* Acc@1 ...``) are read by parse."""
+        at = text.find("Epoch: [")
+        if at >= 0:
+            match = _EPOCH_RE.match(text, at)
+            if match is None:
+                return never_reads
+            counters = (match.span(1), match.span(2), match.span(3))
+            return partial(_read_progress, _pair_plan(text, match.start(4), "", False), counters)
+        at = text.find("Averaged stats:")
+        if at >= 0:
+            pairs = _pair_plan(text, at + len("Averaged stats:"), "avg_", True)
+            return partial(_read_summary, pairs, "avg_")
+        at = text.find("Test:")
+        if at >= 0:
+            match = _TEST_RE.match(text, at)
+            if match is None:
+                return never_reads
+            return partial(_read_summary, _pair_plan(text, match.start(1), "val_", False), "val_")
+        return self.parse
+
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for the progress, ``Averaged stats`` and evaluation lines of ``text``'s shape
+        (see base.ColumnFamily) whose metric names are fixed and distinct and values plain digits."""
+        reader = self.for_shape(text)
+        if not isinstance(reader, partial):
+            return None
+        pairs: tuple[_Pair, ...] = reader.args[0]
+        names: list[str] = []
+        for pair in pairs:
+            if pair.name is None or pair.name in names:
+                return None
+            if not pair.eta and not plain_float_shape(text[pair.value_at : pair.value_end].strip()):
+                return None
+            names.append(pair.name)
+        if not names:
+            return None
+        etas = tuple(_eta_at(text, pair) if pair.eta else None for pair in pairs)
+        counters = reader.args[1] if reader.func is _read_progress else None
+        return partial(_columns, tuple(names), pairs, etas, counters)
 
     @staticmethod
     def _parse_epoch(text: str, at: int) -> Hit | None:
@@ -120,6 +248,89 @@ class MetricLoggerFamily:
                 return None
             metrics[canonical_metric_name("val_" + key)] = number
         return Hit(metrics=metrics) if metrics else None
+
+
+def _eta_at(text: str, pair: _Pair) -> EtaSpans:
+    match = _ETA_RE.fullmatch(text, pair.value_at, pair.value_end)
+    assert match is not None  # _pair_plan keeps only ETAs that match
+    return eta_spans(match)
+
+
+def _read_progress(pairs: tuple[_Pair, ...], counters: tuple[Span, Span, Span], text: str) -> Hit | None:
+    """What MetricLoggerFamily.parse reads from a progress line of the shape ``pairs`` were found in."""
+    metrics = _read_planned_pairs(pairs, "", text)
+    if not metrics:
+        return None
+    (epoch_at, epoch_end), (batch_at, batch_end), (total_at, total_end) = counters
+    # Printed counters start at 0; see the module docstring.
+    return Hit(
+        epoch=float(int(text[epoch_at:epoch_end]) + 1),
+        batch=int(text[batch_at:batch_end]) + 1,
+        batches_per_epoch=int(text[total_at:total_end]),
+        metrics=metrics,
+    )
+
+
+def _read_summary(pairs: tuple[_Pair, ...], prefix: str, text: str) -> Hit | None:
+    """What MetricLoggerFamily.parse reads from an ``Averaged stats`` or evaluation line of the shape
+    ``pairs`` were found in."""
+    metrics = _read_planned_pairs(pairs, prefix, text)
+    return Hit(metrics=metrics) if metrics else None
+
+
+def eta_spans(match: re.Match[str]) -> EtaSpans:
+    """Where the days (group 1, optional), hours, minutes and seconds (groups 2-4) of an ETA ``match`` are."""
+    days = match.span(1) if match.start(1) >= 0 else None
+    return days, match.span(2), match.span(3), match.span(4)
+
+
+def _columns(  # noqa: PLR0917 - bound by partial, positional
+    names: tuple[str, ...],
+    pairs: tuple[_Pair, ...],
+    etas: tuple[EtaSpans | None, ...],
+    counters: tuple[Span, Span, Span] | None,
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_progress or _read_summary reads from each of ``lines`` (one shape, see
+    columns_for_shape), by column."""
+    try:
+        values = tuple(
+            float_column(lines, start, (pair.value_at, pair.value_end))
+            if eta is None
+            else eta_column(lines, start, eta)
+            for pair, eta in zip(pairs, etas, strict=True)
+        )
+    except ValueError:
+        return None
+    if counters is None:
+        return Columns(None, None, None, None, None, None, names, values)
+    # Printed counters start at 0; see the module docstring.
+    epoch = list(map(float, _plus_one(int_column(lines, start, counters[0]))))
+    batch = _plus_one(int_column(lines, start, counters[1]))
+    total = int_column(lines, start, counters[2])
+    return Columns(None, None, epoch, None, batch, total, names, values)
+
+
+def _plus_one(column: list[int]) -> list[int]:
+    return list(map(add, column, repeat(1)))
+
+
+def eta_column(lines: Sequence[str], start: int, spans: EtaSpans) -> list[float]:
+    """The seconds of the ``[D day(s), ]H:MM:SS`` ETA at ``spans`` of every line (as _eta_seconds reads
+    each)."""
+    days, hours, minutes, seconds = spans
+    hour_column = int_column(lines, start, hours)
+    if days is not None:
+        hour_column = [
+            day * 24 + hour for day, hour in zip(int_column(lines, start, days), hour_column, strict=True)
+        ]
+    return [
+        float((hour * 60 + minute) * 60 + second)
+        for hour, minute, second in zip(
+            hour_column, int_column(lines, start, minutes), int_column(lines, start, seconds), strict=True
+        )
+    ]
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (MetricLoggerFamily,)

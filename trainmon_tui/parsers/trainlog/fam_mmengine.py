@@ -23,21 +23,29 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from operator import itemgetter
 from typing import ClassVar
 
 from trainmon_tui.parsers.trainlog.base import (
+    ColumnReader,
+    Columns,
     Hit,
     LineFamily,
     Span,
     canonical_metric_name,
+    float_column,
+    float_word,
     group_spans,
     has_digit,
+    int_column,
     never_reads,
     parse_number,
+    plain_float_shape,
     texts_at,
 )
+from trainmon_tui.parsers.trainlog.fam_metriclogger import EtaSpans, eta_column, eta_spans
 
 _MMENGINE_RE = re.compile(
     r"(Epoch|Iter)\((\w+)\)\s*(?:\[\s*(\d{1,18})\])?\[\s*(\d{1,18})(?:\s*/\s*(\d{1,18}))?\]  (.*)"
@@ -51,14 +59,22 @@ _SPLIT_PREFIX = {"train": "", "val": "val_", "test": "test_"}
 def _leading_timestamp(text: str) -> float | None:
     """UTC seconds of a ``YYYY-MM-DD HH:MM:SS,mmm`` stamp at the start of ``text``, else None."""
     match = _LEADING_STAMP_RE.match(text)
-    if match is None:
-        return None
+    return None if match is None else _stamp_seconds(match.groups())
+
+
+def _stamp_seconds(groups: Sequence[str | None]) -> float | None:
+    """UTC seconds of a stamp's groups (year..second, fraction), None when they are no real date and time."""
     try:
-        seconds = calendar.timegm((*(int(g) for g in match.groups()[:6]), 0, 0, 0))
+        seconds = calendar.timegm((*(int(g or 0) for g in groups[:6]), 0, 0, 0))
     except ValueError:
         return None
-    fraction = match[7]
+    fraction = groups[6]
     return seconds + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def _stamp_at(text: str, stamp: tuple[Span | None, ...] | None) -> float | None:
+    """The timestamp of ``text`` whose stamp's groups are at ``stamp`` (None: it has none)."""
+    return None if stamp is None else _stamp_seconds(texts_at(text, stamp))
 
 
 def _eta_seconds(text: str) -> float | None:
@@ -150,6 +166,10 @@ class MmengineFamily:
             pair_at += len(pair) + 2
         return _progress_reader(match, match[2], pairs)
 
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for the progress lines of ``text``'s shape (see _columns_for)."""
+        return _columns_for(text, self.for_shape(text))
+
 
 class MmcvFamily:
     """Legacy mmcv ``Epoch [e][i/n]<TAB>key: value, ...``, ``Iter [i/n]<TAB>...`` and ``Epoch(val)`` lines."""
@@ -218,6 +238,10 @@ class MmcvFamily:
             chunk_at += len(chunk) + 2
         return _progress_reader(match, split, pairs)
 
+    def columns_for_shape(self, text: str) -> ColumnReader | None:
+        """A column reader for the progress lines of ``text``'s shape (see _columns_for)."""
+        return _columns_for(text, self.for_shape(text))
+
 
 def _progress_reader(
     match: re.Match[str], split: str, pairs: list[tuple[int, int, int, int]]
@@ -233,14 +257,18 @@ def _progress_reader(
         name = None if has_digit(key) or stripped == "eta" else canonical_metric_name(prefix + stripped)
         plan.append((key_at, key_end, value_at, value_end, name))
     counters = group_spans(match, (1, 3, 4, 5))
-    return partial(_read_progress, tuple(plan), counters, split, prefix)
+    # The stamp pattern tells no digit from another either: every line of the shape has one or none.
+    stamp = _LEADING_STAMP_RE.match(match.string)
+    stamp_spans = None if stamp is None else group_spans(stamp, range(1, 8))
+    return partial(_read_progress, tuple(plan), counters, split, prefix, stamp_spans)
 
 
-def _read_progress(
+def _read_progress(  # noqa: PLR0917 - bound by partial, positional
     plan: tuple[tuple[int, int, int, int, str | None], ...],
     counters: tuple[Span | None, ...],
     split: str,
     prefix: str,
+    stamp: tuple[Span | None, ...] | None,
     text: str,
 ) -> Hit | None:
     """What MmengineFamily.parse and MmcvFamily.parse read from a line of the shape ``plan`` was made for."""
@@ -271,8 +299,104 @@ def _read_progress(
             batches_per_epoch=None if total is None else int(total),
             metrics=metrics,
         )
-    hit.timestamp = _leading_timestamp(text)
+    hit.timestamp = _stamp_at(text, stamp)
     return hit
+
+
+def _columns_for(text: str, reader: Callable[[str], Hit | None]) -> ColumnReader | None:
+    """A column reader (see base.ColumnFamily) of the progress lines of ``text``'s shape that ``reader``
+    (for_shape's) reads: values plain digits or a word ``float()`` reads (``nan``), an ETA read from its
+    parts; each metric named once for the shape or, by a key with a digit, once for a block (see
+    _block_names)."""
+    if not isinstance(reader, partial) or reader.func is not _read_progress:
+        return None
+    plan, counters, split, prefix, stamp = reader.args
+    names: list[str | Span] = []
+    spans: list[Span | None] = []
+    etas: list[EtaSpans | None] = []
+    for key_at, key_end, value_at, value_end, fixed in plan:
+        if fixed is None and text[key_at:key_end].strip() == "eta":
+            eta = _ETA_RE.fullmatch(text, value_at, value_end)
+            if eta is None:
+                continue  # no ETA on any line of the shape: parse stores none
+            names.append(prefix + "eta_s")
+            spans.append(None)
+            etas.append(eta_spans(eta))
+            continue
+        raw = text[value_at:value_end].strip()
+        if not plain_float_shape(raw) and not float_word(raw):
+            return None
+        names.append((key_at, key_end) if fixed is None else fixed)
+        spans.append((value_at, value_end))
+        etas.append(None)
+    if not names:
+        return None
+    # What the counters are: none of a validation line, a step, or an epoch's batch (see _read_progress).
+    kind = "" if split != "train" else text[counters[0][0] : counters[0][1]]
+    return partial(
+        _progress_columns, (tuple(names), prefix), tuple(spans), tuple(etas), kind, counters, stamp
+    )
+
+
+def _progress_columns(  # noqa: PLR0917 - bound by partial, positional
+    naming: tuple[tuple[str | Span, ...], str],
+    spans: tuple[Span | None, ...],
+    etas: tuple[EtaSpans | None, ...],
+    kind: str,
+    counters: tuple[Span | None, ...],
+    stamp: tuple[Span | None, ...] | None,
+    lines: Sequence[str],
+    start: int,
+) -> Columns | None:
+    """What _read_progress reads from each of ``lines`` (one shape, see _columns_for), by column."""
+    names = _block_names(*naming, lines, start)
+    if names is None:
+        return None
+    try:
+        values = tuple(_value_column(lines, start, span, eta) for span, eta in zip(spans, etas, strict=True))
+    except ValueError:
+        return None
+    stamps = None if stamp is None else partial(_stamp_column, stamp, lines, start)
+    if not kind:
+        return Columns(None, None, None, None, None, None, names, values, stamps)
+    _, epoch, index, total = counters
+    assert index is not None  # the group is not optional
+    totals = None if total is None else int_column(lines, start, total)
+    if kind == "Iter":
+        return Columns(int_column(lines, start, index), totals, None, None, None, None, names, values, stamps)
+    epochs = None if epoch is None else float_column(lines, start, epoch)
+    batches = int_column(lines, start, index)
+    return Columns(None, None, epochs, None, batches, totals, names, values, stamps)
+
+
+def _block_names(
+    names: tuple[str | Span, ...], prefix: str, lines: Sequence[str], start: int
+) -> tuple[str, ...] | None:
+    """The metric names of ``lines``: each a fixed name, or the name of the key at a span, a key with a digit
+    that ``_store`` names per line, here once, where it reads the same on every line; None when such a key
+    differs between lines or two metrics share a name (the line reader keeps one of them)."""
+    resolved: list[str] = []
+    for name in names:
+        if isinstance(name, str):
+            resolved.append(name)
+            continue
+        keys = set(map(itemgetter(slice(start + name[0], start + name[1])), lines))
+        if len(keys) > 1:
+            return None
+        resolved.append(canonical_metric_name(prefix + keys.pop().strip()))
+    return tuple(resolved) if len(set(resolved)) == len(resolved) else None
+
+
+def _value_column(lines: Sequence[str], start: int, span: Span | None, eta: EtaSpans | None) -> list[float]:
+    """A metric's column: the ETA's seconds, or the value at ``span`` read by float()."""
+    if eta is not None:
+        return eta_column(lines, start, eta)
+    assert span is not None  # a value is at a span or an ETA
+    return float_column(lines, start, span)
+
+
+def _stamp_column(stamp: tuple[Span | None, ...], lines: Sequence[str], start: int) -> list[float | None]:
+    return [_stamp_at(line[start:], stamp) for line in lines]
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (MmengineFamily, MmcvFamily)

@@ -31,6 +31,7 @@ from trainmon_tui.parsers.trainlog.base import (
     Span,
     canonical_metric_name,
     float_column,
+    float_word,
     group_span,
     has_digit,
     int_column,
@@ -308,15 +309,7 @@ class ModdedNanoGptFamily:
 def _column_number(number: str) -> bool:
     """Whether ``float()`` reads a value's text on every line of its shape as the per-line readers do (or
     raises): plain digits, or a word ``float()`` reads ("nan", "inf"), which has no digit to differ by."""
-    if plain_float_shape(number):
-        return True
-    if has_digit(number):
-        return False
-    try:
-        float(number)
-    except ValueError:
-        return False
-    return True
+    return plain_float_shape(number) or float_word(number)
 
 
 def _read_karpathy(
