@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.unit.family_helpers import Outcome, engine_cleaned, line_by_line
 from trainmon_tui.model import LogEvent, LogRecord
-from trainmon_tui.parsers.trainlog.base import ColumnFamily, ColumnReader, Columns, Hit
+from trainmon_tui.parsers.trainlog.base import ColumnFamily, Columns, Hit
 from trainmon_tui.parsers.trainlog.engine import LogParser
 from trainmon_tui.parsers.trainlog.fam_deepspeed import DeepSpeedFamily
 from trainmon_tui.parsers.trainlog.fam_fairseq import FairseqFamily
@@ -299,76 +299,3 @@ def test_quiet_lines_are_read_while_a_metrics_block_is_open() -> None:
     for size in (len(lines), 50, 7):
         outcome, _ = _blocks(lines, size)
         assert _comparable(outcome) == _comparable(expected)
-
-
-class _ToyEpochFamily:
-    """A family whose bar lines carry the epoch of the header above them, read column-wise with that state
-    (``columns_read_state``), as a Keras-like family would."""
-
-    name = "toy_epochs"
-    gate = ("EPOCH ", "bar ")
-    columns_read_state = True
-
-    def __init__(self) -> None:
-        self._epoch: float | None = None
-
-    def parse(self, text: str) -> Hit | None:
-        if text.startswith("EPOCH "):
-            self._epoch = float(text[6:])
-            return Hit(epoch=self._epoch)
-        if text.startswith("bar "):
-            batch, loss = text[4:].split(" loss ")
-            return Hit(None, None, self._epoch, None, int(batch), None, {"loss": float(loss)})
-        return None
-
-    def for_shape(self, text: str) -> Callable[[str], Hit | None]:
-        return self.parse
-
-    def columns_for_shape(self, text: str) -> ColumnReader | None:
-        if not text.startswith("bar "):
-            return None
-        cut = text.index(" loss ")
-
-        def read(lines: Sequence[str], start: int) -> Columns:
-            batches = [int(line[start + 4 : start + cut]) for line in lines]
-            losses = [float(line[start + cut + 6 :]) for line in lines]
-            return Columns(None, None, self._epoch, None, batches, None, ("loss",), (losses,))
-
-        return read
-
-
-def _toy_epochs_log() -> list[str]:
-    # Runs of bars long enough to be read column-wise, each under its own header, and runs too short to be.
-    lines: list[str] = []
-    for epoch, bars in enumerate((12, 3, 20, 9, 1, 15), start=1):
-        lines.append(f"EPOCH {epoch}")
-        lines += [f"bar {batch:02d} loss {10 - epoch}.{batch:02d}" for batch in range(bars)]
-        lines.append("unrelated text")
-    return lines
-
-
-@pytest.mark.parametrize("reads_state", [True, False])
-def test_column_readers_that_read_state_see_the_state_of_their_lines(reads_state: bool) -> None:
-    """With ``columns_read_state`` the engine reads waiting bars before the next header changes the epoch;
-    without it (the flag taken away) the same reader would give bars the epoch of a later header, which this
-    test must catch."""
-    family = type("Toy", (_ToyEpochFamily,), {"columns_read_state": reads_state})
-    lines = _toy_epochs_log()
-    expected = line_by_line(lines, LogParser(families=[family]))
-    assert [r.epoch for r in expected[0] if r.batch == 0] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    for size in (len(lines), 40, 7):
-        parser = LogParser(families=[family])
-        records: list[LogRecord] = []
-        for at in range(0, len(lines), size):
-            records += parser.feed_block(lines[at : at + size])[0]
-        same = repr(records) == repr(expected[0])
-        assert same == reads_state, size
-    # Column-wise reading happened, and the column blocks parse-log reads carry the same epochs.
-    parser = LogParser(families=[family])
-    records, _, blocks = parser.feed_block_columns(lines)
-    # Runs of 8 bars or more: one block each when the headers between them must be read first, else one.
-    assert len(blocks) == (4 if reads_state else 1)
-    if reads_state:
-        assert sorted(
-            [(r.line, r.epoch) for r in records] + [(r.line, r.epoch) for b in blocks for r in b.records()]
-        ) == [(r.line, r.epoch) for r in expected[0]]

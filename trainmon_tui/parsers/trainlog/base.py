@@ -111,15 +111,10 @@ class ColumnFamily(ShapeAwareFamily, Protocol):
     ``columns_for_shape`` is asked once per shape whose reader (``for_shape``) is the family's; it returns
     None, or a :data:`ColumnReader` that holds to this: for lines of that shape, whatever the family's state
     then, the per-line reader returns a Hit with some progress field or metric (never None, never empty),
-    with no ``rank`` (and a ``timestamp`` only as ``Columns.timestamps`` gives it), and changes no state of
-    the family; and the column reader gives, column by column, exactly what those Hits hold, or None. The
-    engine reads the lines of such a shape together, at the end of a block, after lines it read one by one
-    that came later.
-
-    Both readers read no state of the family either, unless the family sets ``columns_read_state`` (a class
-    attribute) to True: then the engine reads its waiting lines before it lets the family read any other
-    line (one that may change the state), so they are read with the state they would have been read with
-    in turn (a Keras bar with the epoch of the header above it).
+    with no ``rank`` (and a ``timestamp`` only as ``Columns.timestamps`` gives it), and neither reads nor
+    changes any state of the family; and the
+    column reader gives, column by column, exactly what those Hits hold, or None. The engine reads the lines
+    of such a shape together at the end of a block, after lines it read one by one that came later.
     """
 
     def columns_for_shape(self, text: str) -> ColumnReader | None: ...

@@ -488,7 +488,6 @@ class _Shape:
         "by_preferred",
         "column_family",
         "columns",
-        "flushes",
         "maybe_event",
         "opens_dict",
         "quiet",
@@ -503,7 +502,6 @@ class _Shape:
         family_count: int,
         columns: tuple[ColumnReader, int] | None = None,
         quiet: Callable[[], bool] | None = None,
-        flushes: tuple[int, ...] = (),
     ) -> None:
         #: The families whose gate occurs in the line, in registry order (specific ones, then fallbacks).
         self.slots = slots
@@ -519,9 +517,6 @@ class _Shape:
         self.column_family = -1 if columns is None else columns[1]
         #: When no family can read the shape's lines while this says so: then they change nothing.
         self.quiet = quiet
-        #: The families that may read a line of this shape and whose column readers read their state
-        #: (base.ColumnFamily.columns_read_state): their waiting lines are read before such a line is.
-        self.flushes = flushes
 
     def order(self, preferred: int) -> tuple[_Slot, ...]:
         """``slots`` with the preferred family first (when its gate occurs), then the others in registry
@@ -685,7 +680,6 @@ class LogParser:
         self._columns_for: tuple[Callable[[str], ColumnReader | None] | None, ...] = tuple(
             getattr(family, "columns_for_shape", None) for family in instances
         )
-        self._reads_state = tuple(bool(getattr(family, "columns_read_state", False)) for family in instances)
         self._quiet_for: tuple[Callable[[str], Callable[[], bool] | None] | None, ...] = tuple(
             getattr(family, "quiet_for_shape", None) for family in instances
         )
@@ -710,14 +704,6 @@ class LogParser:
         # A dict hard-wrapped over several lines: (raw text, line number, rank, timestamp) of each line.
         self._held: list[tuple[str, int, int | None, float | None]] | None = None
         self._held_chars = 0
-        # While feed_block runs: the plans whose lines wait to be read column-wise, the block's lines, its
-        # first line's number and where its column blocks go (see feed_block), and whether waiting lines
-        # were read (records of theirs then need sorting into line order).
-        self._waiting: list[_LinePlan] = []
-        self._block_lines: Sequence[str] = ()
-        self._block_first_no = 0
-        self._block_out: list[ColumnBlock] | None = None
-        self._out_of_order = False
 
     @property
     def format(self) -> str | None:
@@ -833,18 +819,13 @@ class LogParser:
             max_chars = -1
         first_no = line_no + 1
         # Lines of shapes read column-wise wait in their plan's ``pending`` until the block ends, then each
-        # shape's are read at once. Their readers change no family state (base.ColumnFamily), and read it
-        # only when their family says so, in which case _read reads them before it lets that family read
-        # another line (which may change the state). So only two things could differ from reading them in
-        # turn: the preferred family, set here as the line comes, and the order of the records, restored by
-        # sorting on the line number at the end (the records of the lines read one by one come in line order:
-        # a held dict's lines are read before any later line). They wait only while no dict is held and no
-        # traceback is open, and so do quiet and blank lines passed by; only a line read one by one can
-        # change either.
-        self._block_lines = lines
-        self._block_first_no = first_no
-        self._block_out = blocks
-        self._out_of_order = False
+        # shape's are read at once. Their readers use no family state and change none (base.ColumnFamily),
+        # so only two things could differ from reading them in turn: the preferred family, set here as the
+        # line comes, and the order of the records, restored by sorting on the line number at the end (the
+        # records of the lines read one by one come in line order: a held dict's lines are read before any
+        # later line). They wait only while no dict is held and no traceback is open, and so do quiet and
+        # blank lines passed by; only a line read one by one can change either.
+        waiting: list[_LinePlan] = []
         passable = self._held is None and not self._open_tracebacks
         # Which ranks a full rank set holds depends on the order they came in: near the cap, a waiting line's
         # rank is added as it comes (and again, with no effect, when its shape's lines are read).
@@ -880,7 +861,7 @@ class LogParser:
                         passable = not self._open_tracebacks
                     pending = plan.pending
                     if not pending:
-                        self._waiting.append(plan)
+                        waiting.append(plan)
                     pending.append(line_no)
                     # What reading it would do to the preferred family (its reader always reads it).
                     self._preferred = plan.family
@@ -910,42 +891,22 @@ class LogParser:
             read(raw.rstrip(), raw, line_no, rank, stamp, start > 0, records, events, shape)
             passable = self._held is None and not self._open_tracebacks
         self._line_no = line_no
-        if self._waiting:
-            self._read_waiting(records, None)
-        if self._out_of_order:
+        if waiting:
+            # The preferred family is already what reading them in turn gives (see above).
+            preferred = self._preferred
+            for plan in waiting:
+                numbers = plan.pending
+                plan.pending = []
+                column_block = self._read_plan_lines(plan, numbers, lines, first_no, records)
+                if column_block is None:
+                    continue
+                if blocks is None:
+                    records += column_block.records()
+                else:
+                    blocks.append(column_block)
+            self._preferred = preferred
             records.sort(key=_LINE)
-        self._block_lines = ()
-        self._block_out = None
         return records, events
-
-    def _read_waiting(self, records: list[LogRecord], families: tuple[int, ...] | None) -> None:
-        """Read the lines waiting to be read column-wise (only those of ``families``, when given): into column
-        blocks, or (feed_block) records appended to ``records``, out of line order."""
-        if families is None:
-            plans = self._waiting
-            self._waiting = []
-        else:
-            plans = [plan for plan in self._waiting if plan.family in families]
-            if not plans:
-                return
-            self._waiting = [plan for plan in self._waiting if plan.family not in families]
-        # The preferred family is already what reading them in turn gives (see feed_block).
-        preferred = self._preferred
-        out = self._block_out
-        for plan in plans:
-            numbers = plan.pending
-            plan.pending = []
-            column_block = self._read_plan_lines(
-                plan, numbers, self._block_lines, self._block_first_no, records
-            )
-            if column_block is None:
-                continue
-            if out is None:
-                records += column_block.records()
-            else:
-                out.append(column_block)
-        self._preferred = preferred
-        self._out_of_order = True
 
     def _feed_waiting_line_events(
         self, plan: _LinePlan, line: str, line_no: int, events: list[LogEvent]
@@ -1085,11 +1046,7 @@ class LogParser:
             if maybe_event:
                 # The detector must see such a line as it comes: feed_block feeds it one a column-wise line.
                 quiet = None
-        # A family whose per-shape reader never reads the shape cannot change its state on such a line.
-        flushes = tuple(
-            index for reader, index in slots if self._reads_state[index] and reader is not never_reads
-        )
-        return _Shape(tuple(slots), maybe_event, opens_dict, len(self._counts), columns, quiet, flushes)
+        return _Shape(tuple(slots), maybe_event, opens_dict, len(self._counts), columns, quiet)
 
     def _passes_for(
         self, text: str, slots: list[_Slot]
@@ -1160,9 +1117,6 @@ class LogParser:
 
         ``events`` is None when re-reading a wrapped dict joined from lines whose events were already read.
         """
-        if shape.flushes and self._waiting:
-            # A family about to read this line may change the state its waiting lines are read with.
-            self._read_waiting(records, shape.flushes)
         if events is not None:
             # The detector passes by a line that could report nothing, unless a traceback is open.
             if shape.maybe_event or self._open_tracebacks:
