@@ -61,16 +61,33 @@ _CHILD_FAILED = re.compile(
     r"failed \(exitcode: -?\d+\)|ChildFailedError|terminated with (?:exit code|signal)"
     r"|exits with return code = -?\d+|returned non-zero exit status"
 )
-_NCCL_TIMEOUT = re.compile(
-    r"collective operation timeout|milliseconds before timing out|Timeout at NCCL work|watchdog got stuck"
+# A literal part of each alternative of _CHILD_FAILED.
+_CHILD_FAILED_PARTS = (
+    "failed (exitcode: ",
+    "ChildFailedError",
+    "terminated with ",
+    "exits with return code = ",
+    "returned non-zero exit status",
+)
+# Plain phrases, looked for with substring tests: a regular expression made of alternative phrases walks the
+# whole line at tens of instructions a character, where a substring test that fails costs a few hundred.
+_NCCL_TIMEOUT_PHRASES = (
+    "collective operation timeout",
+    "milliseconds before timing out",
+    "Timeout at NCCL work",
+    "watchdog got stuck",
 )
 # (NCCL's result names, ncclSystemError and the like, follow an "NCCL error" line that is reported already.)
-_NCCL_ERROR = re.compile(
-    r"NCCL WARN|NCCL error|Some NCCL operations have failed|NCCL communicator was aborted"
-    r"|detected by watchdog|NCCL watchdog thread terminated"
+_NCCL_ERROR_PHRASES = (
+    "NCCL WARN",
+    "NCCL error",
+    "Some NCCL operations have failed",
+    "NCCL communicator was aborted",
+    "detected by watchdog",
+    "NCCL watchdog thread terminated",
 )
 # NCCL WARN lines that only say an optional transport is missing.
-_NCCL_BENIGN = re.compile(r"libibverbs|Could not find: libnccl-net|NET/Plugin")
+_NCCL_BENIGN_PHRASES = ("libibverbs", "Could not find: libnccl-net", "NET/Plugin")
 _RANK_IN_TEXT = re.compile(r"\bRank (\d{1,6})\]")
 _XID = re.compile(
     r"\bXid\b|fallen off the bus|RmInitAdapter failed|rm_init_adapter failed"
@@ -89,7 +106,10 @@ _SMI_PHRASES = (
 _NAN_FOLLOWER = re.compile(
     r"(?i: or inf|/inf| detected| encountered| found| value| loss| gradient)| iterations:\s*(?P<count>\d+)"
 )
+# What every alternative of _NAN_FOLLOWER starts with: after any other character it cannot match.
+_NAN_FOLLOWER_STARTS = frozenset(" /")
 _NAN_LEADERS = frozenset({"found", "detected", "encountered", "got"})
+_NAN_SPELLINGS = ("nan", "NaN")
 # Reversed, what stands before a nan value: spaces and signs, "tensor(", separators and quotes, a verb, then
 # the word it is the value of ("train/loss", "frame_0.loss_cls", "Loss", "found").
 _REVERSED_CONTEXT = re.compile(r"[ +-]*(?:\(rosnet)?[ '\":=]*(?:(?:si|saw|emaceb)\s+)?([\w./-]+)")
@@ -147,7 +167,7 @@ def _nan_may_report(text: str) -> bool:
     """Whether a standalone nan in ``text`` may report a NaN on some line of its shape: one that
     :func:`_nan_report_at` takes as a report, or one whose count decides ("nan iterations: N"). Whether a nan
     is standalone, and the word before it, read the same whatever the digits; only that count does not."""
-    for spelling in ("nan", "NaN"):
+    for spelling in _NAN_SPELLINGS:
         at = _standalone_at(text, spelling, 0)
         while at >= 0:
             if _NAN_FOLLOWER.match(text, at + 3) is not None or _is_nan_report(text, at, at + 3):
@@ -166,7 +186,8 @@ _STRONG_EXCEPTION_LINE = re.compile(
     r"[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|Failure|Fault|Abort|Timeout|StopIteration)"
     r"(?::(?:\s.*)?)?$"
 )
-_CARETS = frozenset("^~ ")
+# What the caret lines under a source line are made of (Python 3.11+ marks the failing expression).
+_CARETS = "^~ "
 
 # Events that share a group describe the same failure; within a group a more specific kind may still be
 # reported after a generic one (a timeout after "NCCL error"), never the other way round.
@@ -174,6 +195,11 @@ _GROUP: dict[EventKind, tuple[str, int]] = {
     EventKind.NCCL_ERROR: ("nccl", 0),
     EventKind.NCCL_TIMEOUT: ("nccl", 1),
 }
+# Every kind's group and priority, a kind alone in its group named by its value (read once here: an enum
+# member's ``value`` is a Python-level property, dear on a path run for every report).
+_GROUP_OF: dict[EventKind, tuple[str, int]] = {kind: _GROUP.get(kind, (kind.value, 0)) for kind in EventKind}
+# For _classify's ``nan_at``: the line has not been searched for a NaN report yet.
+_NOT_SEARCHED = -2
 
 
 @dataclass(slots=True)
@@ -232,11 +258,11 @@ class EventDetector:
         # only then the phrases that need that character. Every phrase _classify looks for on a line outside a
         # traceback is admitted here: "kill"/"illed"/"Traceback" (oom-kill, killed by signal), "Kill"/"KILL"
         # (Killed, SIGKILL), exitcode/exit status/ResourceExhausted, Xid, out of memory, TensorFlow's
-        # "OOM when allocating", NVRM/NVML/NVIDIA-SMI, "No devices were found", a frame's 'File "'. Keep
-        # GATE_PHRASES in step with this test: it lists every phrase admitted here.
+        # "OOM when allocating", NVRM/NVML/NVIDIA-SMI, "No devices were found", a frame's 'File "'; and a
+        # reporting NaN, looked for last as it costs most and only once: _classify is told what it found.
+        # Keep GATE_PHRASES in step with this test: it lists every phrase admitted here.
         if (
-            (("nan" in text or "NaN" in text) and _nan_report_at(text) >= 0)
-            or ("k" in text and ("kill" in text or "illed" in text or "Traceback" in text))
+            ("k" in text and ("kill" in text or "illed" in text or "Traceback" in text))
             or ("K" in text and ("Kill" in text or "KILL" in text))
             or (
                 "C" in text
@@ -255,7 +281,11 @@ class EventDetector:
             or ("v" in text and ("devices were" in text or "device handle" in text))
             or ('"' in text and ('File "' in text or 'Field "' in text))
         ):
-            return self._examine(text, line, rank)
+            return self._examine(text, line, rank, _NOT_SEARCHED)
+        if "nan" in text or "NaN" in text:
+            nan_at = _nan_report_at(text)
+            if nan_at >= 0:
+                return self._examine(text, line, rank, nan_at)
         return []
 
     def finish(self) -> list[LogEvent]:
@@ -269,8 +299,9 @@ class EventDetector:
 
     # --- reading ------------------------------------------------------------------------------------------
 
-    def _examine(self, text: str, line: int, rank: int | None) -> list[LogEvent]:
-        """A gated line outside a traceback: classify it, and open a traceback if one starts here."""
+    def _examine(self, text: str, line: int, rank: int | None, nan_at: int) -> list[LogEvent]:
+        """A gated line outside a traceback: classify it, and open a traceback if one starts here. ``nan_at``
+        is where the gate found a NaN report, or _NOT_SEARCHED."""
         if "Traceback" in text:
             header = text.find(_TRACEBACK_HEADER)
             if header >= 0:
@@ -280,7 +311,7 @@ class EventDetector:
             # A traceback whose header was not seen (cut off, or interleaved with other ranks' output).
             self._open_traceback(rank, _OpenTraceback("", line, text.strip(), after_frame=True))
             return []
-        found = self._classify(text, rank)
+        found = self._classify(text, rank, nan_at)
         return self._report(found, text, line, rank) if found else []
 
     def _continue_traceback(
@@ -290,7 +321,8 @@ class EventDetector:
         if open_traceback.prefix and body.startswith(open_traceback.prefix):
             body = body[len(open_traceback.prefix) :]
         stripped = body.strip()
-        if _FRAME.match(stripped) is not None:
+        # (Stripped, a frame line starts with its 'File "'; one character tells most lines apart cheaply.)
+        if stripped[:1] == "F" and _FRAME.match(stripped) is not None:
             open_traceback.last_frame_line = line
             open_traceback.last_frame_text = stripped
             open_traceback.after_frame = True
@@ -300,8 +332,8 @@ class EventDetector:
             # Source lines, caret lines, exception-group framing, chained-exception headers.
             open_traceback.after_frame = False
             return []
-        if set(stripped) <= _CARETS:
-            return []
+        if stripped[0] in "^~" and not stripped.strip(_CARETS):
+            return []  # a caret line under the source line
         if open_traceback.after_frame:
             open_traceback.after_frame = False
             if _STRONG_EXCEPTION_LINE.match(stripped) is None:
@@ -310,11 +342,11 @@ class EventDetector:
             # Output from elsewhere interleaved with the traceback; read it as an ordinary line.
             open_traceback.stray += 1
             if open_traceback.stray <= _MAX_STRAY_LINES:
-                return self._report(self._classify(stripped, rank), stripped, line, rank)
+                return self._report(self._classify(stripped, rank, _NOT_SEARCHED), stripped, line, rank)
             del self._tracebacks[rank]
             return self._close_unfinished(open_traceback, rank) + self.feed(text, line, rank)
         del self._tracebacks[rank]
-        kinds = self._classify(stripped, rank)
+        kinds = self._classify(stripped, rank, _NOT_SEARCHED)
         if not kinds and open_traceback.last_frame_text:
             kinds = [(EventKind.TRACEBACK, 0, rank)]
         # A classified exception (an OOM, a failed child) says more than "a traceback": it is reported alone.
@@ -333,16 +365,20 @@ class EventDetector:
 
     # --- classifying --------------------------------------------------------------------------------------
 
-    def _classify(self, text: str, rank: int | None) -> list[tuple[EventKind, int, int | None]]:
-        """The kinds of event ``text`` reports, each with where it matched and the rank it is about."""
+    def _classify(self, text: str, rank: int | None, nan_at: int) -> list[tuple[EventKind, int, int | None]]:
+        """The kinds of event ``text`` reports, each with where it matched and the rank it is about.
+
+        ``nan_at`` is what :func:`_nan_report_at` gives for ``text`` when the caller has run it already,
+        else _NOT_SEARCHED. Each regular expression is tried only where a substring test shows it can match.
+        """
         found: list[tuple[EventKind, int, int | None]] = []
         killed_at = -1
+        # As in feed's gate, a phrase is looked for only where a character it holds occurs.
         if (
-            "emory" in text
-            or "OOM" in text
-            or "ALLOC_FAILED" in text
-            or "EXHAUSTED" in text
-            or "kill" in text
+            ("y" in text and "emory" in text)
+            or ("O" in text and ("OOM" in text or "ALLOC_FAILED" in text))
+            or ("X" in text and "EXHAUSTED" in text)
+            or ("k" in text and "kill" in text)
         ):
             lowered = text.lower()
             killer_at = _find_any(lowered, _OOM_KILLER_PHRASES)
@@ -353,42 +389,55 @@ class EventDetector:
                 oom_at = _find_any(lowered, _OOM_PHRASES)
                 if oom_at >= 0:
                     found.append((EventKind.OOM, oom_at, rank))
-        if killed_at < 0 and ("kill" in text or "Kill" in text or "KILL" in text):
+        # A literal part of each alternative of _KILLED: "Killed", "illed by signal", "SIGKILL".
+        if killed_at < 0 and (
+            ("K" in text and ("Killed" in text or "SIGKILL" in text))
+            or ("y" in text and "illed by signal" in text)
+        ):
             killed = _KILLED.search(text)
             if killed is not None:
                 killed_at = killed.start()
-        if "NCCL" in text or "atchdog" in text:
+        if ("C" in text and "NCCL" in text) or "atchdog" in text:
             about = rank
-            if about is None:
+            if about is None and "Rank " in text:
                 named = _RANK_IN_TEXT.search(text)
                 if named is not None:
                     about = int(named[1])
-            timeout = _NCCL_TIMEOUT.search(text)
-            if timeout is not None:
-                found.append((EventKind.NCCL_TIMEOUT, timeout.start(), about))
+            timeout_at = _leftmost(text, _NCCL_TIMEOUT_PHRASES)
+            if timeout_at >= 0:
+                found.append((EventKind.NCCL_TIMEOUT, timeout_at, about))
             else:
-                error = _NCCL_ERROR.search(text)
-                if error is not None and _NCCL_BENIGN.search(text) is None:
-                    found.append((EventKind.NCCL_ERROR, error.start(), about))
-        if "xit" in text or "ChildFailed" in text or "terminated with" in text or "return code" in text:
-            child = _CHILD_FAILED.search(text)
-            if child is not None:
-                found.append((EventKind.CHILD_FAILED, child.start(), rank))
-            if killed_at < 0:
+                error_at = _leftmost(text, _NCCL_ERROR_PHRASES)
+                if error_at >= 0 and not any(phrase in text for phrase in _NCCL_BENIGN_PHRASES):
+                    found.append((EventKind.NCCL_ERROR, error_at, about))
+        if (
+            ("x" in text and "xit" in text)
+            or ("C" in text and "ChildFailed" in text)
+            or ("w" in text and "terminated with" in text)
+            or "return code" in text
+        ):
+            if any(part in text for part in _CHILD_FAILED_PARTS):
+                child = _CHILD_FAILED.search(text)
+                if child is not None:
+                    found.append((EventKind.CHILD_FAILED, child.start(), rank))
+            # Only the first exit code the line gives counts, and only a -9 (SIGKILL): none without a "-9".
+            if killed_at < 0 and "-9" in text:
                 exit_code = _EXIT_CODE.search(text)
                 if exit_code is not None and (exit_code[1] or exit_code[2]) == "-9":
                     killed_at = exit_code.start()
         if killed_at >= 0:
             found.append((EventKind.KILLED, killed_at, rank))
-        if "nan" in text or "NaN" in text:
-            nan_at = _nan_report_at(text)
-            if nan_at >= 0:
-                found.append((EventKind.NAN, nan_at, rank))
-        if "NVRM" in text or "Xid" in text or "fallen off" in text:
+        if nan_at == _NOT_SEARCHED:
+            nan_at = _nan_report_at(text) if "nan" in text or "NaN" in text else -1
+        if nan_at >= 0:
+            found.append((EventKind.NAN, nan_at, rank))
+        if ("V" in text and "NVRM" in text) or ("X" in text and "Xid" in text) or "fallen off" in text:
             xid = _XID.search(text)
             if xid is not None:
                 found.append((EventKind.XID, xid.start(), rank))
-        if "NVIDIA-SMI" in text or "NVML" in text or "evice" in text or "valid field" in text:
+        if ("V" in text and ("NVIDIA-SMI" in text or "NVML" in text)) or (
+            "v" in text and ("evice" in text or "valid field" in text)
+        ):
             smi_at = _find_any(text, _SMI_PHRASES)
             if smi_at >= 0:
                 found.append((EventKind.SMI_FAILED, smi_at, rank))
@@ -400,7 +449,7 @@ class EventDetector:
         """Turn classified kinds into events, dropping those that repeat a recent report."""
         events: list[LogEvent] = []
         for kind, at, about in kinds:
-            group, priority = _GROUP.get(kind, (kind.value, 0))
+            group, priority = _GROUP_OF[kind]
             key = (group, about)
             last = self._reported.get(key)
             if last is not None and line - last.line <= REPEAT_WINDOW_LINES and priority <= last.priority:
@@ -439,10 +488,22 @@ def _excerpt(text: str, at: int) -> str:
 def _find_any(text: str, phrases: tuple[str, ...]) -> int:
     """Where the first of ``phrases`` found in ``text`` starts, else -1."""
     for phrase in phrases:
-        at = text.find(phrase)
-        if at >= 0:
-            return at
+        # A failing ``in`` costs a fraction of a failing find(), whose arguments are parsed the slow way.
+        if phrase in text:
+            return text.find(phrase)
     return -1
+
+
+def _leftmost(text: str, phrases: tuple[str, ...]) -> int:
+    """Where the earliest occurrence of any of ``phrases`` in ``text`` starts, else -1: what searching for
+    the alternation of the phrases gives."""
+    leftmost = -1
+    for phrase in phrases:
+        if phrase in text:
+            at = text.find(phrase)
+            if leftmost < 0 or at < leftmost:
+                leftmost = at
+    return leftmost
 
 
 def _nan_report_at(text: str) -> int:
@@ -452,12 +513,13 @@ def _nan_report_at(text: str) -> int:
     "frame_0.loss_cls: nan") or sits in a reporting phrase. NaN in other metrics (grad_norm in fp16 runs,
     reward statistics), inside words ("nanms", "nanoGPT") or as a running average ("(nan)") is not.
     """
-    for spelling in ("nan", "NaN"):
-        at = _standalone_at(text, spelling, 0)
-        while at >= 0:
-            if _is_nan_report(text, at, at + 3):
-                return at
-            at = _standalone_at(text, spelling, at + 3)
+    for spelling in _NAN_SPELLINGS:
+        if spelling in text:
+            at = _standalone_at(text, spelling, 0)
+            while at >= 0:
+                if _is_nan_report(text, at, at + 3):
+                    return at
+                at = _standalone_at(text, spelling, at + 3)
     return -1
 
 
@@ -481,14 +543,19 @@ def _standalone_at(text: str, spelling: str, start: int) -> int:
 
 
 def _is_nan_report(text: str, at: int, end: int) -> bool:
-    follower = _NAN_FOLLOWER.match(text, end)
-    if follower is not None:
-        # Megatron/GPT-NeoX "number of nan iterations: N" counts NaN steps; 0 is the healthy value.
-        count = follower["count"]
-        return count is None or int(count) > 0
+    if text[end : end + 1] in _NAN_FOLLOWER_STARTS:
+        follower = _NAN_FOLLOWER.match(text, end)
+        if follower is not None:
+            # Megatron/GPT-NeoX "number of nan iterations: N" counts NaN steps; 0 is the healthy value.
+            count = follower["count"]
+            return count is None or int(count) > 0
+    if at == 0:
+        return False  # no word before it
     # The word before the nan, read backwards (an anchored match, linear in the window): past separators,
     # quotes, "tensor(" and a verb ("Loss is nan") to the metric name or the reporting word ("found NaN").
-    before = _REVERSED_CONTEXT.match(text[max(0, at - 64) : at][::-1])
+    # The window is the 64 characters before the nan, reversed, cut in one step.
+    window = text[at - 1 : at - 65 : -1] if at > 64 else text[at - 1 :: -1]
+    before = _REVERSED_CONTEXT.match(window)
     if before is None:
         return False
     word = before[1][::-1].lower()
