@@ -830,6 +830,9 @@ class LogParser:
         # Which ranks a full rank set holds depends on the order they came in: near the cap, a waiting line's
         # rank is added as it comes (and again, with no effect, when its shape's lines are read).
         ranks_in_order = len(ranks) + len(lines) >= _MAX_RANKS
+        # The last line's key and plan (the plan is bound before the key first matches).
+        last_key: bytes | None = None
+        last_plan: _LinePlan
         for line, key in zip(lines, keys, strict=True):
             line_no += 1
             if not plain and ("\r" in line or "\x1b" in line or "\x08" in line):
@@ -841,14 +844,20 @@ class LogParser:
                     piece(line, line_no, records, events)
                 passable = self._held is None and not self._open_tracebacks
                 continue
-            plan = plans.get(key)
-            if plan is None:
-                self._line_no = line_no
-                if len(line) > max_chars:
-                    piece(line, line_no, records, events)
-                    passable = self._held is None and not self._open_tracebacks
-                    continue
-                plan = self._new_line_plan(line, key)
+            # A run of lines of one shape is common: comparing two keys costs less than hashing one.
+            if key != last_key:
+                plan = plans.get(key)
+                if plan is None:
+                    self._line_no = line_no
+                    if len(line) > max_chars:
+                        piece(line, line_no, records, events)
+                        passable = self._held is None and not self._open_tracebacks
+                        continue
+                    plan = self._new_line_plan(line, key)
+                last_key = key
+                last_plan = plan
+            else:
+                plan = last_plan
             kind = plan.kind
             if kind and passable:
                 if kind == _COLUMNS:
