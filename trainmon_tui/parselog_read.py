@@ -82,7 +82,7 @@ def decode_lines(data: bytes, at_end: bool) -> list[str]:
         lines.append(last)
     elif last:
         raise ValueError("a piece must end at a line end")
-    if "\r" in text:
+    if "\r\n" in text or (at_end and last.endswith("\r")):
         # Only a line's end loses its \r: the ones inside are tqdm redraws the parser reads.
         lines = list(map(str.rstrip, lines, repeat("\r")))
     return lines
