@@ -148,7 +148,7 @@ class RecordEncoder:
             if not plain.issuperset(names):
                 return None
         parts: list[str] = []
-        values: list[list[int] | list[float]] = []
+        values: list[Sequence[int] | Sequence[float]] = []
         fixed: tuple[object, ...] = (block.numbers, block.rank, *columns[:6])
         for label, value in zip(_FIELD_LABELS, fixed, strict=True):
             parts.append(label)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import ClassVar, NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol, overload
 
 
 @dataclass(slots=True)
@@ -94,7 +94,7 @@ class Columns(NamedTuple):
     batch: list[int] | int | None
     batches_per_epoch: list[int] | int | None
     names: tuple[str, ...]
-    values: tuple[list[float], ...]
+    values: tuple[Sequence[float], ...]
     #: The timestamps the family reads from the lines themselves (a logger's date inside the text), one per
     #: line (None where a line has none), computed only when asked for; None when it reads none.
     timestamps: Callable[[], list[float | None]] | None = None
@@ -140,6 +140,64 @@ def float_column(lines: Sequence[str], start: int, span: Span) -> list[float]:
     return list(map(float, map(itemgetter(slice(start + span[0], start + span[1])), lines)))
 
 
+class LazyFloatColumn(Sequence[float]):
+    """``float()`` of the text at a span of every line, each value converted when it is first read, all of
+    them when the column is iterated. A consumer that needs a few of a block's values (parse-log's text
+    summary takes a block's first and last lines) then converts those few. Made by :func:`lazy_float_column`,
+    which makes sure none can fail."""
+
+    __slots__ = ("_lines", "_slice", "_values")
+
+    def __init__(self, lines: Sequence[str], start: int, span: Span) -> None:
+        self._lines = lines
+        self._slice = slice(start + span[0], start + span[1])
+        self._values: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[float]: ...
+
+    def __getitem__(self, index: int | slice) -> float | list[float]:
+        if self._values is None and isinstance(index, int):
+            return float(self._lines[index][self._slice])
+        return self.values()[index]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.values())
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a list (or another such column) of the same values, as the list it stands for is."""
+        if isinstance(other, LazyFloatColumn):
+            other = other.values()
+        return isinstance(other, list) and self.values() == other
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value, like the list it stands for
+
+    def __repr__(self) -> str:
+        return f"LazyFloatColumn({self.values()!r})"
+
+    def values(self) -> list[float]:
+        """Every value, converted once."""
+        if self._values is None:
+            self._values = list(map(float, map(itemgetter(self._slice), self._lines)))
+        return self._values
+
+
+def lazy_float_column(lines: Sequence[str], start: int, span: Span) -> LazyFloatColumn:
+    """What :func:`float_column` gives, converted only as it is read. Raises ValueError as float_column does,
+    from the first line alone: ``float()``'s grammar tells no digit from another, so a text at the same place
+    of lines of one shape is a float literal on all of them or on none."""
+    if lines:
+        # Where this raises, float_column raises on every line.
+        float(lines[0][start + span[0] : start + span[1]])
+    return LazyFloatColumn(lines, start, span)
+
+
 def joined_float_column(lines: Sequence[str], start: int, spans: Sequence[Span]) -> list[float]:
     """``float()`` of the texts at ``spans`` of every line joined (a number with its thousands separators
     cut out: ``10,050`` read from ``10`` and ``050``); raises ValueError as :func:`float_column` does."""
@@ -149,7 +207,7 @@ def joined_float_column(lines: Sequence[str], start: int, spans: Sequence[Span])
     return list(map(float, map("".join, zip(*pieces, strict=True))))
 
 
-def all_finite(values: list[float]) -> bool:
+def all_finite(values: Iterable[float]) -> bool:
     """Whether no value is NaN or infinite (their sum is finite; an overflow of finite values only gives a
     false "no", which costs a per-line read)."""
     total = sum(values)

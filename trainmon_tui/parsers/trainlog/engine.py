@@ -460,7 +460,7 @@ class ColumnBlock:
         """The LogRecords of the lines (only those at the indexes ``at``, when given), in line order."""
         columns = self.columns
         fields: list[object] = [self.numbers, self.rank, *columns[:6], None, self.timestamps()]
-        values: Sequence[list[float]] = columns.values
+        values: Sequence[Sequence[float]] = columns.values
         if at is not None:
             pick = itemgetter(*at) if len(at) > 1 else (lambda column: (column[at[0]],))
             fields = [list(pick(field)) if type(field) is list else field for field in fields]

@@ -30,11 +30,11 @@ from trainmon_tui.parsers.trainlog.base import (
     LineFamily,
     Span,
     canonical_metric_name,
-    float_column,
     group_span,
     group_spans,
     has_digit,
     int_column,
+    lazy_float_column,
     never_reads,
     parse_number,
     texts_at,
@@ -389,7 +389,7 @@ def _report_columns(
     """What _read_report reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
     assert report.values is not None and report.step is not None  # see columns_for_shape
     try:
-        values = tuple(float_column(lines, start, (value.at, value.end)) for value in report.values)
+        values = tuple(lazy_float_column(lines, start, (value.at, value.end)) for value in report.values)
     except ValueError:
         return None  # a number parse_number reads and float() does not ("1,234")
     step = int_column(lines, start, report.step)

@@ -40,6 +40,7 @@ from trainmon_tui.parsers.trainlog.base import (
     group_spans,
     has_digit,
     int_column,
+    lazy_float_column,
     never_reads,
     parse_number,
     plain_float_shape,
@@ -298,7 +299,7 @@ def _inner_columns(  # noqa: PLR0917 - bound by partial, positional
 ) -> Columns | None:
     """What _read_inner reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
     try:
-        values = tuple(float_column(lines, start, span) for span in spans)
+        values = tuple(lazy_float_column(lines, start, span) for span in spans)
         epoch = float_column(lines, start, counters[0])
         step: list[int] | None = None
         if step_span is not None:
@@ -446,7 +447,7 @@ def _summary_columns(  # noqa: PLR0917 - bound by partial, positional
 ) -> Columns | None:
     """What _read_summary reads from each of ``lines`` (one shape, see _summary_columns_for), by column."""
     try:
-        values = tuple(float_column(lines, start, span) for span in spans)
+        values = tuple(lazy_float_column(lines, start, span) for span in spans)
         step = None if step_span is None else _integral_column(lines, start, step_span)
     except ValueError:
         return None

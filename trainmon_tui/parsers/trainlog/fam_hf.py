@@ -28,6 +28,7 @@ from trainmon_tui.parsers.trainlog.base import (
     float_word,
     has_digit,
     int_column,
+    lazy_float_column,
     never_reads,
     parse_number,
     plain_float_shape,
@@ -183,7 +184,7 @@ def _dict_columns(  # noqa: PLR0917 - bound by partial, positional
 ) -> Columns | None:
     """What _read_dict reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
     try:
-        values = tuple(float_column(lines, start, span) for span in spans)
+        values = tuple(lazy_float_column(lines, start, span) for span in spans)
         epoch = None if epoch_span is None else float_column(lines, start, epoch_span)
         step: list[int] | None = None
         if step_span is not None:

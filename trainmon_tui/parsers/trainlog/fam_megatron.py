@@ -30,12 +30,12 @@ from trainmon_tui.parsers.trainlog.base import (
     LineFamily,
     Span,
     canonical_metric_name,
-    float_column,
     float_word,
     group_span,
     group_spans,
     has_digit,
     int_column,
+    lazy_float_column,
     never_reads,
     parse_number,
     plain_float_shape,
@@ -178,7 +178,7 @@ def _iteration_columns(
 ) -> Columns | None:
     """What _read_iteration reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
     try:
-        values = tuple(float_column(lines, start, span) for span in spans)
+        values = tuple(lazy_float_column(lines, start, span) for span in spans)
     except ValueError:
         return None
     step_span, total_span = groups[6], groups[7]

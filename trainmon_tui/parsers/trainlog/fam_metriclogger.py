@@ -32,9 +32,9 @@ from trainmon_tui.parsers.trainlog.base import (
     LineFamily,
     Span,
     canonical_metric_name,
-    float_column,
     has_digit,
     int_column,
+    lazy_float_column,
     never_reads,
     parse_number,
     plain_float_shape,
@@ -296,7 +296,7 @@ def _columns(  # noqa: PLR0917 - bound by partial, positional
     columns_for_shape), by column."""
     try:
         values = tuple(
-            float_column(lines, start, (pair.value_at, pair.value_end))
+            lazy_float_column(lines, start, (pair.value_at, pair.value_end))
             if eta is None
             else eta_column(lines, start, eta)
             for pair, eta in zip(pairs, etas, strict=True)

@@ -40,6 +40,7 @@ from trainmon_tui.parsers.trainlog.base import (
     group_spans,
     has_digit,
     int_column,
+    lazy_float_column,
     never_reads,
     parse_number,
     plain_float_shape,
@@ -387,12 +388,14 @@ def _block_names(
     return tuple(resolved) if len(set(resolved)) == len(resolved) else None
 
 
-def _value_column(lines: Sequence[str], start: int, span: Span | None, eta: EtaSpans | None) -> list[float]:
+def _value_column(
+    lines: Sequence[str], start: int, span: Span | None, eta: EtaSpans | None
+) -> Sequence[float]:
     """A metric's column: the ETA's seconds, or the value at ``span`` read by float()."""
     if eta is not None:
         return eta_column(lines, start, eta)
     assert span is not None  # a value is at a span or an ETA
-    return float_column(lines, start, span)
+    return lazy_float_column(lines, start, span)
 
 
 def _stamp_column(stamp: tuple[Span | None, ...], lines: Sequence[str], start: int) -> list[float | None]:

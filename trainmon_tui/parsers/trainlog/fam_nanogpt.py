@@ -35,6 +35,7 @@ from trainmon_tui.parsers.trainlog.base import (
     group_span,
     has_digit,
     int_column,
+    lazy_float_column,
     never_reads,
     parse_number,
     plain_float_shape,
@@ -389,7 +390,11 @@ def _karpathy_columns(
 ) -> Columns | None:
     """What _read_karpathy reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
     try:
-        values = tuple(float_column(lines, start, span) for span in spans)
+        # The MFU column is looked at (for the placeholder); the others are converted as they are read.
+        values = tuple(
+            float_column(lines, start, span) if name == "mfu" else lazy_float_column(lines, start, span)
+            for name, span in zip(names, spans, strict=True)
+        )
     except ValueError:
         return None
     for name, column in zip(names, values, strict=True):
@@ -408,7 +413,7 @@ def _modded_columns(  # noqa: PLR0917 - bound by partial, positional
 ) -> Columns | None:
     """What _read_modded reads from each of ``lines`` (one shape, see columns_for_shape), by column."""
     try:
-        values = tuple(float_column(lines, start, span) for span in spans)
+        values = tuple(lazy_float_column(lines, start, span) for span in spans)
     except ValueError:
         return None
     total = None if total_span is None else int_column(lines, start, total_span)
