@@ -553,11 +553,16 @@ def _keys_from_encoded(encoded: bytes, count: int) -> list[bytes] | None:
     return keys if len(keys) == count else None
 
 
+# A \r that does not end a line (in a \r\n): a redraw, or one of several \r before a line's end.
+_BARE_CR_RE = re.compile(rb"\r(?!\n)")
+
+
 def _redraws_in(encoded: bytes) -> bool:
     """Whether a ``\\r`` in ``encoded`` may be inside a line rather than end a ``\\r\\n`` (which a reader
     drops): a line read from there may hold redraws. Errs towards yes (``\\r\\r\\n``), which only costs a
-    test per line."""
-    return b"\r" in encoded and b"\r" in encoded.replace(b"\r\n", b"\n")
+    test per line. (The search stops at the first such \\r; a copy of the block without its \\r\\n
+    searched for one cost five times as much on the benchmark's mix.)"""
+    return b"\r" in encoded and _BARE_CR_RE.search(encoded) is not None
 
 
 class _LinePlan:
