@@ -1,4 +1,5 @@
-"""base.lazy_float_column: the column float_column gives, each value converted as it is read.
+"""Column readers' conversions (base.py): lazy_float_column, the column float_column gives with each value
+converted as it is read, and int_column, which reads a text that is the same on every line once.
 
 Its one assumption, that ``float()`` reads the text at one place of the lines of a shape on all of them or on
 none, is checked here on random texts whose digits are changed from line to line.
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainmon_tui.parsers.trainlog.base import LazyFloatColumn, float_column, lazy_float_column
+from trainmon_tui.parsers.trainlog.base import LazyFloatColumn, float_column, int_column, lazy_float_column
 
 
 def _other_digits(text: str, rng: random.Random) -> str:
@@ -67,3 +68,14 @@ def test_nan_values_read_as_float_column_reads_them() -> None:
     assert all(map(math.isnan, column)) and math.isnan(column[1])
     with pytest.raises(ValueError):
         lazy_float_column(["loss n/a", "loss n/a"], 0, (5, 8))
+
+
+def test_an_int_column_of_one_text_reads_as_every_line_would() -> None:
+    same = ["step 7/120", "step 8/120", "step 9/120"]
+    assert int_column(same, 0, (7, 10)) == [120, 120, 120]
+    assert int_column(same, 0, (5, 6)) == [7, 8, 9]
+    # First and last alike, one between them not.
+    assert int_column(["a 120", "a 121", "a 120"], 0, (2, 5)) == [120, 121, 120]
+    assert int_column([], 0, (0, 1)) == []
+    with pytest.raises(ValueError):
+        int_column(["x n/a", "x n/a"], 0, (2, 5))

@@ -131,7 +131,11 @@ class QuietFamily(ShapeAwareFamily, Protocol):
 
 def int_column(lines: Sequence[str], start: int, span: Span) -> list[int]:
     """``int()`` of the text at ``span`` (relative to ``start``) of every line, in one C-level loop."""
-    return list(map(int, map(itemgetter(slice(start + span[0], start + span[1])), lines)))
+    texts = list(map(itemgetter(slice(start + span[0], start + span[1])), lines))
+    # A total (steps, batches per epoch) or a rank is often the same on every line: compared, not read.
+    if texts and texts[0] == texts[-1] and texts.count(texts[0]) == len(texts):
+        return [int(texts[0])] * len(texts)
+    return list(map(int, texts))
 
 
 def float_column(lines: Sequence[str], start: int, span: Span) -> list[float]:
