@@ -355,6 +355,39 @@ def has_digit(text: str) -> bool:
     return _DIGIT_RE.search(text) is not None
 
 
+#: Where an ETA's days (None: not printed), hours, minutes and seconds are in a line (see :func:`eta_spans`).
+EtaSpans = tuple[Span | None, Span, Span, Span]
+
+
+def eta_seconds(match: re.Match[str]) -> float:
+    """The seconds of a ``[D day(s), ]H:MM:SS`` ETA (MetricLogger, MMEngine) whose pattern has the days
+    (optional), hours, minutes and seconds in groups 1-4."""
+    days = int(match[1]) if match[1] else 0
+    return float(((days * 24 + int(match[2])) * 60 + int(match[3])) * 60 + int(match[4]))
+
+
+def eta_spans(match: re.Match[str]) -> EtaSpans:
+    """Where the days (group 1, optional), hours, minutes and seconds (groups 2-4) of an ETA ``match`` are."""
+    days = match.span(1) if match.start(1) >= 0 else None
+    return days, match.span(2), match.span(3), match.span(4)
+
+
+def eta_column(lines: Sequence[str], start: int, spans: EtaSpans) -> list[float]:
+    """:func:`eta_seconds` of the ETA at ``spans`` of every line, column by column."""
+    days, hours, minutes, seconds = spans
+    hour_column = int_column(lines, start, hours)
+    if days is not None:
+        hour_column = [
+            day * 24 + hour for day, hour in zip(int_column(lines, start, days), hour_column, strict=True)
+        ]
+    return [
+        float((hour * 60 + minute) * 60 + second)
+        for hour, minute, second in zip(
+            hour_column, int_column(lines, start, minutes), int_column(lines, start, seconds), strict=True
+        )
+    ]
+
+
 def never_reads(text: str) -> Hit | None:
     """The per-shape reader (see :class:`ShapeAwareFamily`) of a shape none of whose lines a family reads."""
     return None

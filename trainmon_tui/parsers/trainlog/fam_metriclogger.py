@@ -28,10 +28,14 @@ from typing import ClassVar, NamedTuple
 from trainmon_tui.parsers.trainlog.base import (
     ColumnReader,
     Columns,
+    EtaSpans,
     Hit,
     LineFamily,
     Span,
     canonical_metric_name,
+    eta_column,
+    eta_seconds,
+    eta_spans,
     has_digit,
     int_column,
     lazy_float_column,
@@ -49,10 +53,7 @@ _ALIASES = {"closs": "loss"}
 
 def _eta_seconds(text: str) -> float | None:
     match = _ETA_RE.fullmatch(text)
-    if match is None:
-        return None
-    days = int(match[1]) if match[1] else 0
-    return float(((days * 24 + int(match[2])) * 60 + int(match[3])) * 60 + int(match[4]))
+    return None if match is None else eta_seconds(match)
 
 
 def _read_pairs(body: str, prefix: str, use_average: bool) -> dict[str, float]:
@@ -78,10 +79,6 @@ def _read_pairs(body: str, prefix: str, use_average: bool) -> dict[str, float]:
 
 def _metric_name(prefix: str, key: str) -> str:
     return canonical_metric_name(prefix + _ALIASES.get(key, key))
-
-
-#: Where an ETA's days (None: not printed), hours, minutes and seconds are.
-EtaSpans = tuple[Span | None, Span, Span, Span]
 
 
 class _Pair(NamedTuple):
@@ -278,12 +275,6 @@ def _read_summary(pairs: tuple[_Pair, ...], prefix: str, text: str) -> Hit | Non
     return Hit(metrics=metrics) if metrics else None
 
 
-def eta_spans(match: re.Match[str]) -> EtaSpans:
-    """Where the days (group 1, optional), hours, minutes and seconds (groups 2-4) of an ETA ``match`` are."""
-    days = match.span(1) if match.start(1) >= 0 else None
-    return days, match.span(2), match.span(3), match.span(4)
-
-
 def _columns(  # noqa: PLR0917 - bound by partial, positional
     names: tuple[str, ...],
     pairs: tuple[_Pair, ...],
@@ -314,23 +305,6 @@ def _columns(  # noqa: PLR0917 - bound by partial, positional
 
 def _plus_one(column: list[int]) -> list[int]:
     return list(map(add, column, repeat(1)))
-
-
-def eta_column(lines: Sequence[str], start: int, spans: EtaSpans) -> list[float]:
-    """The seconds of the ``[D day(s), ]H:MM:SS`` ETA at ``spans`` of every line (as _eta_seconds reads
-    each)."""
-    days, hours, minutes, seconds = spans
-    hour_column = int_column(lines, start, hours)
-    if days is not None:
-        hour_column = [
-            day * 24 + hour for day, hour in zip(int_column(lines, start, days), hour_column, strict=True)
-        ]
-    return [
-        float((hour * 60 + minute) * 60 + second)
-        for hour, minute, second in zip(
-            hour_column, int_column(lines, start, minutes), int_column(lines, start, seconds), strict=True
-        )
-    ]
 
 
 FAMILIES: tuple[type[LineFamily], ...] = (MetricLoggerFamily,)

@@ -31,10 +31,14 @@ from typing import ClassVar
 from trainmon_tui.parsers.trainlog.base import (
     ColumnReader,
     Columns,
+    EtaSpans,
     Hit,
     LineFamily,
     Span,
     canonical_metric_name,
+    eta_column,
+    eta_seconds,
+    eta_spans,
     float_column,
     float_word,
     group_spans,
@@ -46,7 +50,6 @@ from trainmon_tui.parsers.trainlog.base import (
     plain_float_shape,
     texts_at,
 )
-from trainmon_tui.parsers.trainlog.fam_metriclogger import EtaSpans, eta_column, eta_spans
 
 _MMENGINE_RE = re.compile(
     r"(Epoch|Iter)\((\w+)\)\s*(?:\[\s*(\d{1,18})\])?\[\s*(\d{1,18})(?:\s*/\s*(\d{1,18}))?\]  (.*)"
@@ -80,10 +83,7 @@ def _stamp_at(text: str, stamp: tuple[Span | None, ...] | None) -> float | None:
 
 def _eta_seconds(text: str) -> float | None:
     match = _ETA_RE.fullmatch(text)
-    if match is None:
-        return None
-    days = int(match[1]) if match[1] else 0
-    return float(((days * 24 + int(match[2])) * 60 + int(match[3])) * 60 + int(match[4]))
+    return None if match is None else eta_seconds(match)
 
 
 def _store(metrics: dict[str, float], key: str, value: str, prefix: str) -> None:
